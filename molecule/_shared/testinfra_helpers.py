@@ -6,7 +6,6 @@ fails, the journal of those units on the test's host is printed with the failure
 cause is on screen without logging in.
 """
 
-import os
 import subprocess
 import time
 
@@ -54,8 +53,9 @@ def journal(host, unit, user=None, lines=80):
 
 
 def container_name(host):
-    """The Docker container behind a testinfra host (docker://NAME)."""
-    return host.backend.name
+    """The Docker container behind a testinfra host: Molecule names each container after its inventory host."""
+    backend = host.backend
+    return getattr(backend, "host", None) or backend.get_hostname()
 
 
 def restart_container(host, timeout=120):
@@ -88,7 +88,3 @@ def pytest_runtest_makereport(item, call):
             sections.append(f"--- journal of {unit} unavailable: {exc} ---")
     report.sections.append(("unit journals", "\n".join(sections)))
 
-
-def molecule_inventory_hosts():
-    """Names of the scenario's hosts, from Molecule's environment."""
-    return os.environ.get("MOLECULE_INVENTORY_FILE")
