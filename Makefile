@@ -82,6 +82,14 @@ build: venv ## Build the collection artifact and prove it installs and resolves
 .PHONY: test
 test: setup lint unit integration build molecule ## What CI runs
 
+.PHONY: demo
+demo: ## Deploy the whole stack on local hosts and train a model through it
+	scripts/demo.sh up $(if $(CSV),--csv $(CSV))
+
+.PHONY: demo-destroy
+demo-destroy: ## Tear the demo down
+	scripts/demo.sh down
+
 .PHONY: clean
 clean: ## Remove local build products (keeps the caches outside the repository)
 	rm -rf .collections .pytest_cache mlops-mlflow_stack-*.tar.gz

@@ -10,6 +10,7 @@ for s in "${order[@]}"; do
 done
 for d in */; do
   s=${d%/}
+  [ "$s" = demo ] && continue   # the demo's hosts, not a test
   [ -f "$s/molecule.yml" ] && [[ "$seen" != *" $s "* ]] && printf '%s ' "$s"
 done
 echo
