@@ -183,7 +183,8 @@ def ensure_bucket(module, client):
         if not module.check_mode:
             client.make_bucket(name, location=params["region"])
 
-    status = client.get_bucket_versioning(name).status if exists else OFF
+    # A bucket that never had versioning reports no status at all.
+    status = (client.get_bucket_versioning(name).status or OFF) if exists else OFF
     before["versioning"] = status
     if params["versioning"] is not None:
         wanted = ENABLED if params["versioning"] else (SUSPENDED if status != OFF else OFF)

@@ -64,6 +64,13 @@ def test_bucket_converges_and_is_idempotent(minio, tmp_path):
     assert s3.get_bucket_lifecycle("artifacts") is None
 
 
+def test_unversioned_bucket_stays_unversioned(minio, tmp_path):
+    want = dict(name="plain", versioning=False)
+    assert run(tmp_path, "minio_bucket", minio, **want)["actions"] == ["create bucket"]
+    again = run(tmp_path, "minio_bucket", minio, **want)
+    assert again["changed"] is False and again["versioning"] == "Off", again
+
+
 def test_user_confined_to_its_bucket(minio, tmp_path):
     s3, _ = minio.clients()
     for name in ("mine", "theirs"):
