@@ -1,0 +1,12 @@
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "_shared"))
+
+from testinfra_helpers import pytest_runtest_makereport  # noqa: E402,F401  (failure journals)
+
+# host.ansible() runs the `ansible` CLI; let it resolve mlops.mlflow_stack.* from the checkout.
+os.environ.setdefault(
+    "ANSIBLE_COLLECTIONS_PATH",
+    os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".collections")),
+)
