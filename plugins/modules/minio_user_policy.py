@@ -16,7 +16,7 @@ description:
   - Creates a MinIO user (an access key with its secret) and a policy named O(policy_name) that allows the user to list,
     read and (unless O(read_only)) write the buckets in O(buckets) and nothing else, then attaches exactly that policy.
   - This is how the MLflow key is made, so MLflow never holds the root credentials.
-  - The secret is idempotent without being read back: the module signs one request with the user's key and only
+  - The secret is idempotent without being read back. The module signs one request with the user's key and only
     resets the secret when the server rejects it.
   - Uses the MinIO admin API through the C(minio) Python package; no C(mc) is needed.
 author:
