@@ -1,0 +1,239 @@
+"""The mlflow_server role keeps its promises on a real host: MLflow runs as an ordinary user from a
+systemd user unit kept alive by linger, talks to PostgreSQL over verify-full and stores artifacts
+in MinIO, survives crashes and reboots, and refuses a wrong CA before touching the running server.
+
+The client side is real: the controller's MLflow client, boto3 against the bucket, and a second
+ansible-playbook run for the wrong-CA case."""
+
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import boto3
+import pytest
+import requests
+import testinfra.utils.ansible_runner
+import yaml
+from botocore.config import Config
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "_shared"))
+from testinfra_helpers import container_name, restart_container, user_systemctl, wait_until  # noqa: E402
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("mlflow_server")
+
+USER = "mlflow"
+HOME = f"/home/{USER}"
+VERSION = "3.17.2"
+NETWORK = "mlflow_server-net"
+SCENARIO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JOURNAL_UNITS = [("mlflow.service", USER)]
+
+with open(os.path.join(SCENARIO_DIR, "vars", "scenario.yml")) as fh:
+    SCENARIO = yaml.safe_load(fh)
+
+
+def container_ip(name):
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", name],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out)[NETWORK]["IPAddress"]
+
+
+@pytest.fixture(scope="module")
+def base_url(host):
+    return f"http://{container_ip(container_name(host))}:5000"
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=base_url)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    # MinIO runs with TLS from the scenario's CA; its certificate names the container's address.
+    endpoint = f"https://{container_ip('mlflow_server-s3')}:{SCENARIO['scenario_s3_port']}"
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        verify=os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "pki", "ca.crt"),
+        aws_access_key_id=SCENARIO["scenario_s3_root_user"],
+        aws_secret_access_key=SCENARIO["scenario_s3_root_password"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+def main_pid(host):
+    out = user_systemctl(host, USER, "show -p MainPID --value mlflow.service").stdout.strip()
+    return int(out or 0)
+
+
+def serving(base_url):
+    """The server answers /health and a real backend-store call."""
+    try:
+        health = requests.get(f"{base_url}/health", timeout=3)
+        search = requests.post(f"{base_url}/api/2.0/mlflow/experiments/search",
+                               json={"max_results": 1}, timeout=5)
+    except requests.RequestException:
+        return False
+    return health.status_code == 200 and search.status_code == 200
+
+
+def test_unit_active_under_service_user_with_linger(host):
+    assert user_systemctl(host, USER, "is-active mlflow.service").stdout.strip() == "active"
+    assert user_systemctl(host, USER, "is-enabled mlflow.service").stdout.strip() == "enabled"
+    assert host.file(f"/var/lib/systemd/linger/{USER}").exists
+
+
+def test_no_mlflow_process_runs_as_root(host):
+    procs = [line.split(None, 1) for line in host.check_output("ps -eo user:32=,args=").splitlines()]
+    mlflow_procs = [(user, args) for user, args in procs
+                    if "mlflow server" in args or "uvicorn" in args]
+    assert mlflow_procs, "no MLflow process found"
+    assert {user for user, _ in mlflow_procs} == {USER}, mlflow_procs
+
+
+def test_secrets_only_in_the_0600_env_file(host):
+    env = host.file(f"{HOME}/.config/mlflow/mlflow.env")
+    assert (env.user, env.mode) == (USER, 0o600)
+    assert "sslmode=verify-full" in env.content_string
+    # URL-encoded, so the special characters of the password cannot break the URI.
+    assert "Test-db%3Apa55%2Fw%40rd%25%3F%26" in env.content_string
+    unit = host.file(f"{HOME}/.config/systemd/user/mlflow.service").content_string
+    assert SCENARIO["scenario_s3_secret_key"] not in unit
+    assert "Test-db" not in unit
+    args = host.check_output("ps -eo args=")
+    assert SCENARIO["scenario_s3_secret_key"] not in args and "Test-db" not in args
+
+
+def test_cas_installed_0600(host):
+    for path in (f"{HOME}/.postgresql/root.crt", f"{HOME}/.config/mlflow/s3-ca.pem"):
+        ca = host.file(path)
+        assert (ca.user, ca.mode) == (USER, 0o600), path
+        assert "BEGIN CERTIFICATE" in ca.content_string, path
+    env = host.file(f"{HOME}/.config/mlflow/mlflow.env").content_string
+    assert f'AWS_CA_BUNDLE="{HOME}/.config/mlflow/s3-ca.pem"' in env
+
+
+def test_unit_runs_uvicorn_with_the_promised_options(host):
+    unit = host.file(f"{HOME}/.config/systemd/user/mlflow.service").content_string
+    for expected in ("Restart=on-failure", "--timeout-keep-alive 75", "--allowed-hosts",
+                     "--cors-allowed-origins", "--expose-prometheus", "ExecStartPre=/bin/rm -rf",
+                     "--artifacts-destination s3://mlflow-artifacts/artifacts"):
+        assert expected in unit
+    assert "--gunicorn-opts" not in unit
+    assert "uvicorn" in host.check_output("ps -eo args=")
+
+
+def test_health_version_and_metrics(base_url):
+    assert requests.get(f"{base_url}/health", timeout=5).text == "OK"
+    assert requests.get(f"{base_url}/version", timeout=5).text.strip() == VERSION
+    metrics = requests.get(f"{base_url}/metrics", timeout=5)
+    assert metrics.status_code == 200 and "mlflow" in metrics.text
+
+
+def test_foreign_host_header_is_refused(base_url):
+    response = requests.post(f"{base_url}/api/2.0/mlflow/experiments/search", json={"max_results": 1},
+                             headers={"Host": "evil.example"}, timeout=5)
+    assert response.status_code == 403
+
+
+def test_client_env_file_written_on_controller(base_url):
+    path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "mlflow-client.env")
+    with open(path) as fh:
+        assert f"MLFLOW_TRACKING_URI={base_url}\n" in fh.read()
+
+
+def test_logged_run_artifact_lands_in_the_bucket(client, s3, tmp_path):
+    experiment_id = client.create_experiment(f"molecule-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment_id)
+    client.log_param(run.info.run_id, "alpha", "0.5")
+    client.log_metric(run.info.run_id, "rmse", 0.42)
+    payload = f"artifact of {run.info.run_id}\n"
+    artifact = tmp_path / "hello.txt"
+    artifact.write_text(payload)
+    client.log_artifact(run.info.run_id, str(artifact))
+    client.set_terminated(run.info.run_id)
+
+    assert client.get_run(run.info.run_id).data.metrics["rmse"] == 0.42
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=SCENARIO["scenario_s3_bucket"],
+                                                      Prefix="artifacts/").get("Contents", [])]
+    matches = [k for k in keys if k.endswith(f"{run.info.run_id}/artifacts/hello.txt")]
+    assert matches, keys
+    body = s3.get_object(Bucket=SCENARIO["scenario_s3_bucket"], Key=matches[0])["Body"].read().decode()
+    assert body == payload
+
+
+def test_back_within_15_seconds_after_kill_9(host, base_url):
+    before = main_pid(host)
+    assert before > 0
+    host.run(f"kill -9 {before}")
+    started = time.monotonic()
+    wait_until(lambda: main_pid(host) not in (0, before) and serving(base_url),
+               timeout=15, interval=0.5, what="MLflow serving again after kill -9")
+    print(f"back after {time.monotonic() - started:.1f}s")
+
+
+def test_back_after_container_restart_without_login(host, base_url):
+    restart_container(host)
+    wait_until(lambda: serving(base_url), timeout=120, what="MLflow serving after a restart of its host")
+    sessions = host.run("loginctl list-sessions --no-legend").stdout.strip()
+    assert sessions == "", f"someone is logged in: {sessions}"
+
+
+def _other_ca_pem():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some other CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_wrong_ca_fails_in_preflight_and_server_keeps_serving(host, base_url):
+    wait_until(lambda: serving(base_url), timeout=60, what="MLflow serving before the wrong-CA converge")
+    pid_before = main_pid(host)
+    ca_before = hashlib.sha256(host.file(f"{HOME}/.postgresql/root.crt").content).hexdigest()
+
+    project = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.dirname(os.path.dirname(SCENARIO_DIR)))
+    env = dict(os.environ)
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", os.path.join(project, ".collections"))
+    env.setdefault("ANSIBLE_ROLES_PATH", os.path.join(project, "roles"))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump({"mlflow_server_db_ca_url": "", "mlflow_server_db_ca_content": _other_ca_pem()}, fh)
+        extra = fh.name
+    try:
+        run = subprocess.run(
+            ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+             os.path.join(SCENARIO_DIR, "converge.yml"), "-e", f"@{extra}"],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+    finally:
+        os.unlink(extra)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert "Preflight failed" in output and "mlflow_server_db_ca_content" in output, output[-3000:]
+
+    assert serving(base_url)
+    assert main_pid(host) == pid_before, "the server was restarted by a converge that failed preflight"
+    assert hashlib.sha256(host.file(f"{HOME}/.postgresql/root.crt").content).hexdigest() == ca_before
