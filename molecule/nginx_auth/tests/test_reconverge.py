@@ -34,9 +34,11 @@ HTTPS = f"-k --resolve {NAME}:443:127.0.0.1 https://{NAME}"
 CONVERGE = os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")
 
 
-def converge(extra_vars=None):
+def converge(extra_vars=None, check=False):
     """Run the scenario's converge.yml; return (rc, output, changed count)."""
     cmd = ["ansible-playbook", "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), CONVERGE]
+    if check:
+        cmd += ["--check", "--diff"]
     with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) as fh:
         os.chmod(fh.name, 0o600)
         if extra_vars:
@@ -130,6 +132,24 @@ def test_preflight_refuses_bad_input_and_nginx_keeps_serving(host, case):
     assert nginx_state(host) == before
     assert status(host, f"{HTTPS}/health") == 200
     assert status(host, f"{auth('alice', password(host, 'alice'))} {HTTPS}/") == 200
+
+
+def test_dry_run_reports_a_removal_without_making_it(host):
+    before = host.file("/etc/nginx_auth/htpasswd").sha256sum
+    rc, output, changed = converge(
+        {
+            "nginx_auth_users": [
+                {"name": "alice", "password": password(host, "alice")},
+                {"name": "bob", "state": "absent"},
+            ]
+        },
+        check=True,
+    )
+    assert rc == 0, output[-3000:]
+    assert changed > 0
+    assert host.file("/etc/nginx_auth/htpasswd").sha256sum == before
+    assert status(host, f"{auth('bob', password(host, 'bob'))} {HTTPS}/") == 200
+    assert password(host, "alice") not in output
 
 
 def test_removing_a_user_takes_effect_and_a_supplied_certificate_is_served(host):
