@@ -9,8 +9,8 @@ import subprocess
 import time
 
 import boto3
-import pytest
 import testinfra.utils.ansible_runner
+import urllib3
 from botocore.config import Config
 from minio import MinioAdmin
 from minio.credentials import StaticProvider
@@ -20,6 +20,9 @@ testinfra_hosts = RUNNER.get_hosts("minio")
 JOURNAL_UNITS = ["minio.service"]
 NODES = ["minio_cluster-minio%d" % i for i in range(1, 5)]
 VARS = RUNNER.get_variables(NODES[0])
+CA = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "pki", "ca.crt")
+HEALTH = ("import urllib.request,ssl;print(urllib.request.urlopen('https://localhost:9000%s',"
+          "context=ssl.create_default_context(cafile='/etc/minio/certs/CAs/ca.crt')).status)")
 
 
 def ip_of(container):
@@ -30,12 +33,14 @@ def ip_of(container):
 
 def admin(container):
     return MinioAdmin(endpoint="%s:9000" % ip_of(container),
-                      credentials=StaticProvider(VARS["minio_root_user"], VARS["minio_root_password"]), secure=False)
+                      credentials=StaticProvider(VARS["minio_root_user"], VARS["minio_root_password"]), secure=True,
+                      http_client=urllib3.PoolManager(ca_certs=CA, timeout=urllib3.Timeout(connect=5, read=30),
+                                                      retries=False))
 
 
 def s3(container):
-    return boto3.client("s3", endpoint_url="http://%s:9000" % ip_of(container), aws_access_key_id="mlflow",
-                        aws_secret_access_key=VARS["minio_test_mlflow_secret"], region_name="us-east-1",
+    return boto3.client("s3", endpoint_url="https://%s:9000" % ip_of(container), aws_access_key_id="mlflow",
+                        aws_secret_access_key=VARS["minio_test_mlflow_secret"], region_name="us-east-1", verify=CA,
                         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
                                       connect_timeout=5, read_timeout=30))
 
@@ -62,8 +67,7 @@ def wait_for(predicate, timeout, what):
 
 
 def health(host, path):
-    return host.check_output(
-        "python3 -c \"import urllib.request;print(urllib.request.urlopen('http://localhost:9000%s').status)\"" % path)
+    return host.check_output("python3 -c \"%s\"" % (HEALTH % path))
 
 
 def test_service_active_as_minio_user(host):
@@ -75,7 +79,7 @@ def test_service_active_as_minio_user(host):
 def test_every_node_has_the_same_eight_drive_layout(host):
     env = host.file("/etc/minio/minio.env").content_string
     volumes = [line for line in env.splitlines() if line.startswith("MINIO_VOLUMES=")][0]
-    expected = " ".join("http://minio%d:9000/srv/minio/disk%d" % (n, d) for n in range(1, 5) for d in (1, 2))
+    expected = " ".join("https://minio%d:9000/srv/minio/disk%d" % (n, d) for n in range(1, 5) for d in (1, 2))
     assert volumes == 'MINIO_VOLUMES="%s"' % expected
 
 
@@ -104,9 +108,7 @@ def test_survives_one_node_down():
             new_key = "outage/%s-%s.txt" % (node, secrets.token_hex(3))
             other.put_object(Bucket="mlflow", Key=new_key, Body=b"written with a node down")
             assert other.get_object(Bucket="mlflow", Key=new_key)["Body"].read() == b"written with a node down"
-        status = subprocess.run(["docker", "exec", NODES[0], "python3", "-c",
-                                 "import urllib.request;print(urllib.request.urlopen("
-                                 "'http://localhost:9000/minio/health/cluster').status)"],
+        status = subprocess.run(["docker", "exec", NODES[0], "python3", "-c", HEALTH % "/minio/health/cluster"],
                                 capture_output=True, text=True)
         assert status.stdout.strip() == "200", "write quorum lost with one node down"
     finally:
