@@ -42,7 +42,11 @@ build_one() {
     fi
     # A container has no getty to start, and apt caches only bloat the image.
     chroot "$rootfs" systemctl mask getty.target console-getty.service >/dev/null 2>&1 || true
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/*
+    # Empty package lists must look stale, or `apt: cache_valid_time` skips the update on a
+    # fresh host and then finds no packages.
+    touch -d '2000-01-01' "$rootfs"/var/lib/apt/lists
+    rm -f "$rootfs"/var/lib/apt/periodic/update-success-stamp
     tar -C "$rootfs" -c . | docker import \
       --change 'CMD ["/lib/systemd/systemd"]' --change 'ENV container=docker' \
       - "$tag" >/dev/null
