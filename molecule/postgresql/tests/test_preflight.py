@@ -40,7 +40,7 @@ def _cert(names):
 
 def run_preflight(tmp_path, extra_vars):
     playbook = tmp_path / "preflight.yml"
-    playbook.write_text("- hosts: %s\n  gather_facts: true\n  roles:\n    - role: mlops.mlflow_stack.postgresql\n" % HOST)
+    playbook.write_text("- hosts: %s\n  gather_facts: false\n  roles:\n    - role: mlops.mlflow_stack.postgresql\n" % HOST)
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps(extra_vars))
     ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
