@@ -83,16 +83,25 @@ def _sha(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def _snapshot(client, run_id, tmp_path):
-    """Everything a user would look at in a run: params, tags we set, every metric's history, artifact checksums."""
+def _artifact_files(client, run_id, path=None):
+    for info in client.list_artifacts(run_id, path):
+        if info.is_dir:
+            yield from _artifact_files(client, run_id, info.path)
+        else:
+            yield info.path
+
+
+def _snapshot(client, auth, run_id):
+    """Everything a user would look at in a run: params, tags we set, every metric's history, artifact checksums
+    (each artifact downloaded through nginx the way the UI does)."""
     run = client.get_run(run_id)
     metrics = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in run.data.metrics}
-    dest = tmp_path / run_id
-    dest.mkdir(exist_ok=True)
-    from mlflow.artifacts import download_artifacts
-
-    local = Path(download_artifacts(run_id=run_id, dst_path=str(dest), tracking_uri=URL))
-    artifacts = {str(p.relative_to(local)): _sha(p.read_bytes()) for p in sorted(local.rglob("*")) if p.is_file()}
+    artifacts = {}
+    for path in _artifact_files(client, run_id):
+        r = requests.get(f"{URL}/get-artifact", params={"path": path, "run_uuid": run_id}, auth=auth,
+                         verify=str(CA), timeout=60)
+        assert r.status_code == 200, f"{path} of run {run_id}: HTTP {r.status_code}"
+        artifacts[path] = _sha(r.content)
     return {
         "name": run.info.run_name,
         "status": run.info.status,
@@ -103,7 +112,7 @@ def _snapshot(client, run_id, tmp_path):
     }
 
 
-def test_log_runs_with_metrics_and_artifacts(client, tmp_path):
+def test_log_runs_with_metrics_and_artifacts(host, client, auth, tmp_path):
     experiment_id = client.create_experiment(f"backup-{uuid.uuid4().hex[:8]}")
     runs = {}
     for i in range(N_RUNS):
@@ -118,7 +127,7 @@ def test_log_runs_with_metrics_and_artifacts(client, tmp_path):
         client.log_artifact(run_id, str(weights), artifact_path="model")
         client.log_text(run_id, f"run {i} notes\n", "notes/readme.txt")
         client.set_terminated(run_id)
-        runs[run_id] = _snapshot(client, run_id, tmp_path)
+        runs[run_id] = _snapshot(client, auth, run_id)
         assert len(runs[run_id]["artifacts"]) == 2
     STATE.update(experiment_id=experiment_id, runs=runs)
 
@@ -147,9 +156,9 @@ def test_backups_and_secrets_are_root_only(host):
 
 def test_destroy_database_and_bucket(host, client):
     db = subprocess.run(
-        ["docker", "exec", "-u", "postgres", "backup-db", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "mlflow", "-c",
-         "SELECT format('DROP TABLE IF EXISTS public.%I CASCADE', tablename) FROM pg_tables "
-         "WHERE schemaname = 'public' \\gexec"],
+        ["docker", "exec", "-i", "-u", "postgres", "backup-db", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "mlflow"],
+        input="SELECT format('DROP TABLE IF EXISTS public.%I CASCADE', tablename) FROM pg_tables "
+              "WHERE schemaname = 'public' \\gexec\n",
         capture_output=True, text=True,
     )
     assert db.returncode == 0, db.stderr
@@ -185,16 +194,16 @@ def test_restore_brings_back_database_and_artifacts(host):
     assert user_systemctl(host, "mlflow", "is-active mlflow.service").stdout.strip() == "active"
 
 
-def test_every_run_metric_and_artifact_matches(client, tmp_path):
+def test_every_run_metric_and_artifact_matches(host, client, auth):
     assert STATE.get("runs"), "no runs were recorded"
-    restored = {run_id: _snapshot(client, run_id, tmp_path) for run_id in STATE["runs"]}
+    restored = {run_id: _snapshot(client, auth, run_id) for run_id in STATE["runs"]}
     for run_id, before in STATE["runs"].items():
         assert restored[run_id] == before, f"run {run_id} differs after the restore"
     listed = client.search_runs([STATE["experiment_id"]], max_results=100)
     assert {r.info.run_id for r in listed} == set(STATE["runs"])
 
 
-def test_health_playbook_passes():
+def test_health_playbook_passes(host):
     rc, out = playbook("health.yml")
     assert rc == 0, out[-4000:]
     assert "checks passed" in out
@@ -207,10 +216,10 @@ def test_health_playbook_fails_when_mlflow_is_down(host):
         rc, out = playbook("health.yml")
     finally:
         assert user_systemctl(host, "mlflow", "start mlflow.service").rc == 0
-    assert rc != 0
-    assert "FAIL backup-mlflow mlflow: /health" in out
     wait_until(lambda: requests.get(f"{URL}/health", verify=str(CA), timeout=5).status_code == 200,
-               timeout=120, interval=2, what="MLflow back after the health test")
+               timeout=180, interval=2, what="MLflow back after the health test")
+    assert rc != 0
+    assert "FAIL backup-mlflow mlflow: /health" in out, out[-3000:]
 
 
 def test_backup_timer_scheduled_and_its_run_succeeds(host):
