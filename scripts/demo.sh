@@ -39,6 +39,8 @@ set -a
 # shellcheck disable=SC1091
 . "$secrets/mlflow-client.env"
 set +a
+MLFLOW_TRACKING_PASSWORD=$(cat "$secrets/nginx_admin_password")
+export MLFLOW_TRACKING_PASSWORD
 python examples/train_elasticnet.py "${csv_args[@]}"
 
 stage "done in $(( $(date +%s) - t0 ))s"

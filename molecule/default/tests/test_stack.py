@@ -45,11 +45,14 @@ def client_env(auth):
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             env[key] = value
-    # The stack publishes nginx on 9443 in this scenario.
+    # The stack publishes nginx on 9443 in this scenario; the file names the CA and the user,
+    # and keeps artifact transfers on the tracking URL. Only the password comes from elsewhere.
     assert env["MLFLOW_TRACKING_URI"] == URL
-    env.setdefault("MLFLOW_TRACKING_USERNAME", auth[0])
-    env.setdefault("MLFLOW_TRACKING_PASSWORD", auth[1])
-    env.setdefault("MLFLOW_TRACKING_SERVER_CERT_PATH", str(CA))
+    assert Path(env["MLFLOW_TRACKING_SERVER_CERT_PATH"]).read_text() == CA.read_text()
+    assert env["MLFLOW_TRACKING_USERNAME"] == auth[0]
+    assert env["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] == "false"
+    assert "PASSWORD" not in env_file.read_text()
+    env["MLFLOW_TRACKING_PASSWORD"] = auth[1]
     return env
 
 
