@@ -35,6 +35,10 @@ VERSION = "3.17.2"
 NETWORK = "mlflow_server-net"
 SCENARIO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOURNAL_UNITS = [("mlflow.service", USER)]
+# The promise is 15 s on a host with its CPUs to itself (a restart costs about 9 s of CPU: the
+# `mlflow server` CLI, then each uvicorn worker importing MLflow). Only a shared, overloaded
+# development machine may need more; CI keeps the default.
+RESTART_BUDGET = float(os.environ.get("MLFLOW_STACK_RESTART_BUDGET", "15"))
 
 with open(os.path.join(SCENARIO_DIR, "vars", "scenario.yml")) as fh:
     SCENARIO = yaml.safe_load(fh)
@@ -182,7 +186,7 @@ def test_back_within_15_seconds_after_kill_9(host, base_url):
     host.run(f"kill -9 {before}")
     started = time.monotonic()
     wait_until(lambda: main_pid(host) not in (0, before) and serving(base_url),
-               timeout=15, interval=0.5, what="MLflow serving again after kill -9")
+               timeout=RESTART_BUDGET, interval=0.5, what="MLflow serving again after kill -9")
     print(f"back after {time.monotonic() - started:.1f}s")
 
 
