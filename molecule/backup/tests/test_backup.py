@@ -47,8 +47,9 @@ def playbook(name, *args):
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
     })
+    path = Path(name) if os.path.isabs(name) else ROOT / "playbooks" / name
     cmd = ["ansible-playbook", "-i", os.environ.get("MOLECULE_INVENTORY_FILE", str(INVENTORY_DIR / "ansible_inventory.yml")),
-           str(ROOT / "playbooks" / name), *EXTRA_VARS, *args]
+           str(path), *EXTRA_VARS, *args]
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     return out.returncode, out.stdout + out.stderr
 
@@ -233,3 +234,15 @@ def test_backup_timer_scheduled_and_its_run_succeeds(host):
     after = json.loads(host.check_output("mlflow-stack-backup list").splitlines()[-1])["backups"]
     assert len(after) == len(before) + 1
     assert after[-1]["artifacts_count"] == before[-1]["artifacts_count"]
+
+
+def test_database_entry_point_used_by_the_upgrades_works_on_the_db_host(host):
+    """upgrade_postgresql.yml includes tasks_from: database on postgresql[0]; prove it there."""
+    rc, out = playbook(str(Path(__file__).resolve().parents[1] / "database_backup_on_db_host.yml"))
+    assert rc == 0, out[-4000:]
+    db_host = host.get_host("ansible://backup-db", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    listing = json.loads(db_host.check_output("mlflow-stack-backup list").splitlines()[-1])
+    assert [b["what"] for b in listing["backups"]] == [["database"]]
+    dump = db_host.run(f"pg_restore --list /var/backups/mlflow-stack/{listing['backups'][0]['id']}/database.dump")
+    assert dump.rc == 0 and "TABLE public runs" in dump.stdout
+    assert not db_host.package("python3-boto3").is_installed, "a database-only backup needs no S3 client"
