@@ -248,3 +248,16 @@ def test_wrong_ca_fails_in_preflight_and_server_keeps_serving(host, base_url):
     assert serving(base_url)
     assert main_pid(host) == pid_before, "the server was restarted by a converge that failed preflight"
     assert hashlib.sha256(host.file(f"{HOME}/.postgresql/root.crt").content).hexdigest() == ca_before
+
+
+def test_gc_timer_enabled_and_its_run_succeeds(host):
+    assert user_systemctl(host, USER, "is-enabled mlflow-gc.timer").stdout.strip() == "enabled"
+    assert user_systemctl(host, USER, "is-active mlflow-gc.timer").stdout.strip() == "active"
+    started = user_systemctl(host, USER, "start mlflow-gc.service")
+    assert started.rc == 0, started.stdout + started.stderr
+    result = user_systemctl(host, USER, "show -p Result --value mlflow-gc.service").stdout.strip()
+    assert result == "success"
+    unit = host.file(f"{HOME}/.config/systemd/user/mlflow-gc.service").content_string
+    for secret in (SCENARIO["scenario_db_password"], SCENARIO["scenario_s3_secret_key"]):
+        assert secret not in unit
+    assert "postgresql://" not in unit
