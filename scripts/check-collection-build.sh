@@ -22,9 +22,20 @@ done
 export -n ANSIBLE_CONFIG
 export ANSIBLE_COLLECTIONS_PATH="$work/collections"
 ansible-galaxy collection install --offline --force -p "$work/collections" "$artifact" >/dev/null
-(cd "$work" && ansible-playbook --syntax-check -i localhost, mlops.mlflow_stack.site >/dev/null 2>&1) || {
-  echo "ERROR: the installed artifact does not resolve mlops.mlflow_stack.site" >&2
-  (cd "$work" && ansible-playbook --syntax-check -i localhost, mlops.mlflow_stack.site) >&2
+for playbook in site model_gate; do
+  (cd "$work" && ansible-playbook --syntax-check -i localhost, "mlops.mlflow_stack.$playbook" >/dev/null 2>&1) || {
+    echo "ERROR: the installed artifact does not resolve mlops.mlflow_stack.$playbook" >&2
+    (cd "$work" && ansible-playbook --syntax-check -i localhost, "mlops.mlflow_stack.$playbook") >&2
+    exit 1
+  }
+done
+echo "==> the installed artifact resolves mlops.mlflow_stack.site and mlops.mlflow_stack.model_gate"
+# The gate's module and its module_utils must both ship: ansible-doc imports neither, so run the
+# module's argument parsing through the artifact (a missing required option fails before any request).
+gate=$(cd "$work" && ansible localhost -m mlops.mlflow_stack.mlflow_model_gate -a 'name=x' 2>&1 || true)
+grep -q "missing required arguments" <<<"$gate" || {
+  echo "ERROR: mlops.mlflow_stack.mlflow_model_gate does not run from the installed artifact:" >&2
+  echo "$gate" >&2
   exit 1
 }
-echo "==> the installed artifact resolves mlops.mlflow_stack.site"
+echo "==> the installed artifact runs mlops.mlflow_stack.mlflow_model_gate"
