@@ -101,7 +101,8 @@ class AuthTlsProxy:
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
                 request = urllib.request.Request(upstream + self.path, data=body, method=self.command,
-                                                 headers={"Content-Type": "application/json"})
+                                                 headers={"Content-Type": self.headers.get("Content-Type",
+                                                                                           "application/json")})
                 try:
                     with urllib.request.urlopen(request, timeout=30) as resp:
                         self._answer(resp.status, resp.read(), resp.headers.get("Content-Type"))
@@ -117,7 +118,7 @@ class AuthTlsProxy:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_PATCH = do_DELETE = _forward
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
             def log_message(self, *args):
                 pass
