@@ -579,31 +579,22 @@ def test_module_rejects_unusable_arguments(monkeypatch, capsys, champion_at_1, a
     assert champion_at_1.calls == []
 
 
-def _doc_options(options):
-    spec = {}
-    for name, doc in options.items():
-        entry = {"type": doc.get("type", "str"), "default": doc.get("default"), "choices": doc.get("choices"),
-                 "required": doc.get("required", False), "elements": doc.get("elements")}
-        if "suboptions" in doc:
-            entry["options"] = _doc_options(doc["suboptions"])
-        spec[name] = entry
-    return spec
-
-
-def _spec_options(options):
-    spec = {}
-    for name, arg in options.items():
-        entry = {"type": arg.get("type", "str"), "default": arg.get("default"), "choices": arg.get("choices"),
-                 "required": arg.get("required", False), "elements": arg.get("elements")}
-        if "options" in arg:
-            entry["options"] = _spec_options(arg["options"])
-        spec[name] = entry
-    return spec
+def _shape(options, nested):
+    """Type, default, choices, required and elements of every option, recursing into ``nested``
+    (DOCUMENTATION calls them suboptions, the argument spec options)."""
+    shape = {}
+    for name, option in options.items():
+        entry = dict((key, option.get(key)) for key in ("default", "choices", "elements"))
+        entry.update(type=option.get("type", "str"), required=option.get("required", False))
+        if nested in option:
+            entry["options"] = _shape(option[nested], nested)
+        shape[name] = entry
+    return shape
 
 
 def test_documentation_matches_the_argument_spec():
     doc = yaml.safe_load(mlflow_model_gate.DOCUMENTATION)
-    assert _doc_options(doc["options"]) == _spec_options(mlflow_model_gate.argument_spec())
+    assert _shape(doc["options"], "suboptions") == _shape(mlflow_model_gate.argument_spec(), "options")
     returned = yaml.safe_load(mlflow_model_gate.RETURN)
     assert set(mlflow_gate.ERROR_CLASSES) == set(re.findall(r"V\((\w+)\) - ", " ".join(
         returned["error_class"]["description"])))
