@@ -6,9 +6,11 @@ password. The HTTP layer is a fake MLflow registry behind an open_url-shaped ope
 import io
 import json
 import math
+import os
 import re
 import socket
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -599,3 +601,15 @@ def test_documentation_matches_the_argument_spec():
     assert set(mlflow_gate.ERROR_CLASSES) == set(re.findall(r"V\((\w+)\) - ", " ".join(
         returned["error_class"]["description"])))
     yaml.safe_load(mlflow_model_gate.EXAMPLES)
+
+
+def test_ansible_doc_renders_documentation_examples_and_return():
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"))
+    ansible_doc = str(Path(sys.executable).parent / "ansible-doc")
+    out = subprocess.run([ansible_doc, "--json", "mlops.mlflow_stack.mlflow_model_gate"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rendered = json.loads(out.stdout)["mlops.mlflow_stack.mlflow_model_gate"]
+    assert "rules" in rendered["doc"]["options"] and "regressed" in rendered["examples"]
+    assert set(rendered["return"]) >= {"metrics", "passed", "verdict", "baseline_version", "promoted", "error_class"}
+    assert "WARNING" not in out.stderr.upper(), out.stderr
