@@ -16,7 +16,6 @@ __metaclass__ = type
 
 import json
 import math
-import re
 import socket
 import ssl
 import time
