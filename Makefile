@@ -90,6 +90,10 @@ demo: ## Deploy the whole stack on local hosts and train a model through it
 demo-destroy: ## Tear the demo down
 	scripts/demo.sh down
 
+.PHONY: bench
+bench: ## Load the demo stack and the plain mlflow server side by side (QUICK=1: under a minute)
+	scripts/bench.sh
+
 .PHONY: clean
 clean: ## Remove local build products (keeps the caches outside the repository)
 	rm -rf .collections .pytest_cache mlops-mlflow_stack-*.tar.gz
