@@ -221,6 +221,19 @@ def _coalesced(receive, size):
     return receive_coalesced
 
 
+def _settle_auth_module():
+    """runs/search imports MLflow's basic-auth module on every call. Without its extra (Flask-WTF)
+    that import fails half-way, every time; a thread that looks while another is half-way sees
+    the module without `auth_config` and answers 500 (seen under 8 to 64 clients). Try it once
+    here; if it cannot be imported, make every later import fail at once, as it would anyway."""
+    import sys
+
+    try:
+        import mlflow.server.auth  # noqa: F401
+    except ImportError:
+        sys.modules["mlflow.server.auth"] = None
+
+
 class StackApp:
     """ASGI app: MLflow's FastAPI app with a bounded thread pool per worker."""
 
@@ -236,13 +249,7 @@ class StackApp:
 
             if self.threads > 0:
                 anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
-            try:
-                # MLflow imports its auth module inside request handlers (runs/search); threads racing
-                # through that first import can see it half-initialized and answer 500. Import it here,
-                # before the worker takes requests.
-                import mlflow.server.auth  # noqa: F401
-            except ImportError:
-                pass
+            _settle_auth_module()
             try:
                 _add_streaming_routes(app)
             except Exception:  # noqa: BLE001 -- an MLflow without these internals serves as it is
