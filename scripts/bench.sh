@@ -7,8 +7,8 @@
 # scripts/bench/loadgen.py there with the MLflow virtualenv's Python, stops the plain server and
 # prints the table. Traffic stays on that host's loopback.
 #
-#   make bench                 about 9 minutes: 6 operations x 8/32/64 clients x 3 targets, 7 s a cell
-#   make bench QUICK=1         under a minute: 32 clients, 1 s a cell, a 10 MB artifact
+#   make bench                 about 9 minutes: 6 operations x 8/32/64 clients x 3 targets, 4 s a cell, 2 rounds
+#   make bench QUICK=1         under a minute: 32 clients, 1 s a cell, one round, a 10 MB artifact
 #   BENCH_HOST=default-mlflow BENCH_INVENTORY=<dir> scripts/bench.sh   another stack (the default scenario)
 # Results: bench-results/bench-<time>.json (and the table on stdout).
 set -euo pipefail
@@ -20,9 +20,9 @@ service_user=${BENCH_SERVICE_USER:-mlflow}
 out_dir=${BENCH_OUT:-bench-results}
 plain_port=5001
 if [ "${QUICK:-0}" = 1 ]; then
-  args=(--clients 32 --duration 1 --artifact-mb 10 --artifact-reps 1)
+  args=(--clients 32 --duration 1 --rounds 1 --artifact-mb 10 --artifact-reps 1)
 else
-  args=(--clients "${BENCH_CLIENTS:-8,32,64}" --duration "${BENCH_DURATION:-7}")
+  args=(--clients "${BENCH_CLIENTS:-8,32,64}" --duration "${BENCH_DURATION:-4}" --rounds "${BENCH_ROUNDS:-2}")
 fi
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -46,12 +46,6 @@ direct=${direct/0.0.0.0/127.0.0.1}
 server_name=$(on_host sed -n 's/^ *server_name \([^ ;]*\).*/\1/p' /etc/nginx/conf.d/nginx_auth.conf | head -1)
 
 work=/var/tmp/mlflow-bench
-on_host mkdir -p "$work"
-docker cp scripts/bench/loadgen.py "$host:$work/loadgen.py" >/dev/null
-docker cp "$inventory/.pki/ca.crt" "$host:$work/ca.crt" >/dev/null
-docker cp "$inventory/.secrets/nginx_admin_password" "$host:$work/password" >/dev/null
-on_host chmod 0600 "$work/password"
-
 # The guides' server: `mlflow server` with nothing but the stores, so MLflow's defaults for
 # workers, pool and job runner apply. RuntimeMaxSec bounds it even if this script is killed.
 cleanup() {
@@ -65,6 +59,12 @@ on_host systemd-run --quiet --collect --unit mlflow-bench-plain --uid "$service_
   /usr/bin/env -u MLFLOW_SQLALCHEMYSTORE_POOL_SIZE -u MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW \
   -u MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE -u MLFLOW_SERVER_ENABLE_JOB_EXECUTION -u MLFLOW_STACK_SERVER_THREADS \
   "$venv/bin/mlflow" server --host 127.0.0.1 --port "$plain_port" --artifacts-destination "$destination"
+on_host mkdir -p "$work"
+docker cp scripts/bench/loadgen.py "$host:$work/loadgen.py" >/dev/null
+docker cp "$inventory/.pki/ca.crt" "$host:$work/ca.crt" >/dev/null
+docker cp "$inventory/.secrets/nginx_admin_password" "$host:$work/password" >/dev/null
+on_host chmod 0600 "$work/password"
+
 echo "==> waiting for the plain mlflow server on $host:127.0.0.1:$plain_port"
 for _ in $(seq 1 120); do
   on_host "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$plain_port/health', timeout=2)" \

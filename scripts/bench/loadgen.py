@@ -184,14 +184,32 @@ def run_cell(target, fixture, operation, clients, duration, timeout):
     wall = time.monotonic() - t0
     for client in workers:
         client.session.close()
-    latencies.sort()
+    return _summary(target.name, operation, clients, wall, latencies, errors, samples)
+
+
+def _summary(target, operation, clients, wall, latencies, errors, samples):
+    latencies = sorted(latencies)
 
     def pct(p):
         return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 1) if latencies else None
 
-    return {"target": target.name, "operation": operation, "clients": clients, "seconds": round(wall, 2),
+    return {"target": target, "operation": operation, "clients": clients, "seconds": round(wall, 2),
             "ok": len(latencies), "req_s": round(len(latencies) / wall, 1), "p50_ms": pct(0.50),
-            "p95_ms": pct(0.95), "p99_ms": pct(0.99), "errors": errors, "error_samples": samples}
+            "p95_ms": pct(0.95), "p99_ms": pct(0.99), "errors": errors, "error_samples": samples,
+            "_latencies": latencies}
+
+
+def _pool(parts):
+    """One cell from its rounds: requests and time added up, latencies pooled, errors summed."""
+    errors, samples = {}, {}
+    for part in parts:
+        for kind, count in part["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+        samples.update(part["error_samples"])
+    cell = _summary(parts[0]["target"], parts[0]["operation"], parts[0]["clients"], sum(p["seconds"] for p in parts),
+                    [x for p in parts for x in p["_latencies"]], errors, samples)
+    cell["rounds_req_s"] = [p["req_s"] for p in parts]
+    return cell
 
 
 # --- artifacts ------------------------------------------------------------------------------
@@ -390,7 +408,10 @@ def main():
     parser.add_argument("--bucket", default="mlflow")
     parser.add_argument("--operations", default=",".join(OPERATIONS))
     parser.add_argument("--clients", default="8,32,64")
-    parser.add_argument("--duration", type=float, default=7.0)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="passes over every cell; a cell's numbers pool its rounds, so a passing hiccup "
+                             "(a timer on the host, autovacuum) weighs on one round of one target only")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--artifact-mb", type=int, default=100)
     parser.add_argument("--artifact-reps", type=int, default=3)
@@ -411,17 +432,19 @@ def main():
     started = time.time()
     fixture = Fixture(direct, max(clients), args.timeout)
     for target in targets:  # warm every target (connections, caches, lazy imports) before measuring
-        run_cell(target, fixture, "mixed", 4, 1.0, args.timeout)
-    cells, index = [], 0
-    for operation in operations:
-        for count in clients:
-            order = targets[index % 3:] + targets[:index % 3]
-            index += 1
-            for target in order:
-                cell = run_cell(target, fixture, operation, count, args.duration, args.timeout)
-                print(f"  {operation:<18} {count:>3} clients  {target.name:<20} {cell['req_s']:>7} req/s  "
-                      f"p95 {cell['p95_ms']} ms  errors {_errors(cell)}", flush=True)
-                cells.append(cell)
+        run_cell(target, fixture, "mixed", 4, min(1.0, args.duration / 2), args.timeout)
+    rounds, index = {}, 0
+    for round_ in range(args.rounds):
+        for operation in operations:
+            for count in clients:
+                order = targets[index % 3:] + targets[:index % 3]
+                index += 1
+                for target in order:
+                    cell = run_cell(target, fixture, operation, count, args.duration, args.timeout)
+                    print(f"  [{round_ + 1}/{args.rounds}] {operation:<18} {count:>3} clients  {target.name:<20} "
+                          f"{cell['req_s']:>7} req/s  p95 {cell['p95_ms']} ms  errors {_errors(cell)}", flush=True)
+                    rounds.setdefault((operation, count, target.name), []).append(cell)
+    cells = [_pool(parts) for parts in rounds.values()]
 
     artifacts = None
     if args.artifact_mb > 0:
@@ -439,9 +462,11 @@ def main():
         port = int(target.url.rsplit(":", 1)[1].split("/")[0])
         memory[target.name] = server_memory(port)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": os.uname().nodename, "cpus": os.cpu_count(),
-              "seconds": round(time.time() - started), "duration_per_cell": args.duration,
+              "seconds": round(time.time() - started), "duration_per_cell": args.duration, "rounds": args.rounds,
               "targets": [t.name for t in targets], "operations": operations, "clients": clients,
               "cells": cells, "artifacts": artifacts, "memory": memory}
+    for cell in cells:
+        del cell["_latencies"]
     result["ratios"] = ratios(result)
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)
