@@ -151,7 +151,7 @@ def test_pool_serves_every_request_thread_twice(host):
     env = host.file(f"{HOME}/.config/mlflow/mlflow.env").content_string
     settings = dict(line.split("=", 1) for line in env.splitlines() if "=" in line and not line.startswith("#"))
     threads = int(settings["MLFLOW_STACK_SERVER_THREADS"])
-    assert threads == 8
+    assert threads == 4
     assert int(settings["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]) + int(settings["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"]) >= 2 * threads
 
 
