@@ -42,13 +42,11 @@ _STREAM_CHUNK = 1024 * 1024
 _logger = logging.getLogger("mlflow_stack_server")
 
 
-async def _stream_s3_download(artifact_path):
-    """A StreamingResponse of the S3 object behind a proxied artifact path, or None when MLflow
-    should answer itself."""
-    from fastapi.responses import StreamingResponse
+def _s3_target(artifact_path):
+    """(repository, bucket, root, path) of a proxied artifact file in an S3 destination, resolved
+    and validated by MLflow's own functions; None for anything MLflow should answer itself."""
     from mlflow.server import artifact_router as router
     from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
-    from mlflow.utils.mime_type_utils import _guess_mime_type
     from mlflow.utils.uri import validate_path_is_safe
 
     if not router._is_serving_proxied_artifacts():
@@ -58,9 +56,23 @@ async def _stream_s3_download(artifact_path):
         repo = router._get_artifact_repo()
     except Exception:  # noqa: BLE001 -- MLflow's own handler gives the right error
         return None
-    if not isinstance(repo, S3ArtifactRepository) or not path or path.endswith("/"):
+    if not isinstance(repo, S3ArtifactRepository) or not posixpath.basename(path or ""):
         return None
     bucket, root = repo.parse_s3_compliant_uri(repo.artifact_uri)
+    return repo, bucket, root, path
+
+
+async def _stream_s3_download(artifact_path):
+    """A StreamingResponse of the S3 object behind a proxied artifact path, or None when MLflow
+    should answer itself."""
+    from fastapi.responses import StreamingResponse
+    from mlflow.server import artifact_router as router
+    from mlflow.utils.mime_type_utils import _guess_mime_type
+
+    target = _s3_target(artifact_path)
+    if target is None:
+        return None
+    repo, bucket, root, path = target
     try:
         obj = await asyncio.to_thread(repo._get_s3_client().get_object, Bucket=bucket, Key=posixpath.join(root, path))
     except Exception:  # noqa: BLE001 -- no such key (perhaps a directory): MLflow answers
@@ -115,20 +127,11 @@ async def _stream_s3_upload(artifact_path, request):
     """Upload the request body to the S3 object behind a proxied artifact path while it arrives.
     None when MLflow should answer itself."""
     from fastapi.responses import Response
-    from mlflow.server import artifact_router as router
-    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
-    from mlflow.utils.uri import validate_path_is_safe
 
-    if not router._is_serving_proxied_artifacts():
+    target = _s3_target(artifact_path)
+    if target is None:
         return None
-    try:
-        path = router._get_workspace_scoped_path(validate_path_is_safe(artifact_path))
-        repo = router._get_artifact_repo()
-    except Exception:  # noqa: BLE001 -- MLflow's own handler gives the right error
-        return None
-    if not isinstance(repo, S3ArtifactRepository) or not posixpath.basename(path):
-        return None
-    bucket, root = repo.parse_s3_compliant_uri(repo.artifact_uri)
+    repo, bucket, root, path = target
     # What MLflow's S3 upload sends along: the guessed type, the bucket owner, MLFLOW_S3_UPLOAD_EXTRA_ARGS.
     extra = {}
     guessed_type, guessed_encoding = mimetypes.guess_type(path)
