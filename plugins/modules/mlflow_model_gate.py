@@ -27,6 +27,8 @@ description:
   - Failures are classified in RV(error_class), so a pipeline can tell a worse model from a broken connection.
 author:
   - mlops.mlflow_stack contributors
+extends_documentation_fragment:
+  - mlops.mlflow_stack.validate_certs
 attributes:
   check_mode:
     support: full
@@ -58,11 +60,6 @@ options:
       - Defaults to the environment variable E(MLFLOW_TRACKING_SERVER_CERT_PATH); when neither is set, the system trust
         store is used.
     type: path
-  validate_certs:
-    description:
-      - Whether to verify the server certificate. Only turn this off for a throwaway test.
-    type: bool
-    default: true
   timeout:
     description:
       - Timeout in seconds of each request. Answers 429, 502, 503 and 504 are retried three times with back-off.

@@ -25,6 +25,8 @@ author:
   - mlops.mlflow_stack contributors
 requirements:
   - boto3
+extends_documentation_fragment:
+  - mlops.mlflow_stack.validate_certs
 attributes:
   check_mode:
     support: full
@@ -57,11 +59,6 @@ options:
       - Path of a PEM file with the CA certificates to trust for an HTTPS endpoint, on the host that runs the module.
       - When unset, the certifi bundle that boto3 ships is used.
     type: path
-  validate_certs:
-    description:
-      - Whether to verify the server certificate. Only turn this off for a throwaway test.
-    type: bool
-    default: true
   addressing_style:
     description:
       - How the bucket appears in request URLs. MinIO without a domain configured needs V(path).

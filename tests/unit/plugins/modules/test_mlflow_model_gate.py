@@ -3,6 +3,7 @@ tolerance, picks the right baseline, moves the alias only for a candidate that p
 check mode), sorts every failure into the class a pipeline branches on, and never prints the
 password. The HTTP layer is a fake MLflow registry behind an open_url-shaped opener."""
 
+import importlib
 import io
 import json
 import math
@@ -596,6 +597,10 @@ def _shape(options, nested):
 
 def test_documentation_matches_the_argument_spec():
     doc = yaml.safe_load(mlflow_model_gate.DOCUMENTATION)
+    for fragment in doc.get("extends_documentation_fragment", []):
+        module = importlib.import_module("ansible_collections.mlops.mlflow_stack.plugins.doc_fragments."
+                                         + fragment.rsplit(".", 1)[1])
+        doc["options"].update(yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION)["options"])
     assert _shape(doc["options"], "suboptions") == _shape(mlflow_model_gate.argument_spec(), "options")
     returned = yaml.safe_load(mlflow_model_gate.RETURN)
     assert set(mlflow_gate.ERROR_CLASSES) == set(re.findall(r"V\((\w+)\) - ", " ".join(
