@@ -19,41 +19,15 @@ description:
   - Used by the mlops.mlflow_stack.minio role from the controller, so no C(mc) is needed on the hosts.
 author:
   - mlops.mlflow_stack contributors
-requirements:
-  - minio (Python package)
+extends_documentation_fragment:
+  - mlops.mlflow_stack.minio
+  - mlops.mlflow_stack.validate_certs
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
 options:
-  endpoint_url:
-    description: URL of the MinIO API, for example V(https://minio1.example.org:9000).
-    type: str
-    required: true
-  login_access_key:
-    description: Access key to act as (the root user, or a key allowed to manage buckets).
-    type: str
-    required: true
-  login_secret_key:
-    description: Secret key of O(login_access_key).
-    type: str
-    required: true
-  region:
-    description: Region to sign requests for and to create the bucket in.
-    type: str
-    default: us-east-1
-  ca_bundle:
-    description: PEM file with the CA certificates to trust for an HTTPS endpoint, on the host that runs the module.
-    type: path
-  validate_certs:
-    description: Whether to verify the server certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Connect and read timeout in seconds.
-    type: int
-    default: 15
   name:
     description: Bucket name.
     type: str

@@ -19,43 +19,18 @@ description:
   - The secret is idempotent without being read back. The module signs one request with the user's key and only
     resets the secret when the server rejects it.
   - Uses the MinIO admin API through the C(minio) Python package; no C(mc) is needed.
+  - The login key O(login_access_key) needs admin rights, so use the root user.
 author:
   - mlops.mlflow_stack contributors
-requirements:
-  - minio (Python package)
+extends_documentation_fragment:
+  - mlops.mlflow_stack.minio
+  - mlops.mlflow_stack.validate_certs
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
 options:
-  endpoint_url:
-    description: URL of the MinIO API, for example V(https://minio1.example.org:9000).
-    type: str
-    required: true
-  login_access_key:
-    description: Access key with admin rights (the root user).
-    type: str
-    required: true
-  login_secret_key:
-    description: Secret key of O(login_access_key).
-    type: str
-    required: true
-  region:
-    description: Region to sign requests for.
-    type: str
-    default: us-east-1
-  ca_bundle:
-    description: PEM file with the CA certificates to trust for an HTTPS endpoint, on the host that runs the module.
-    type: path
-  validate_certs:
-    description: Whether to verify the server certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Connect and read timeout in seconds.
-    type: int
-    default: 15
   access_key:
     description: The user's access key (its name). At least 3 characters.
     type: str
