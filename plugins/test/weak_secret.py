@@ -18,11 +18,11 @@ description:
     Every role of the collection checks its passwords and secret keys with this test, so all of them refuse the same values.
   - A value that is not a string (missing, V(null), a number, a list) is weak.
   - So is a value shorter than O(min_length) characters once surrounding blanks are ignored (an empty one included).
-  - So is a placeholder word alone, in any case, possibly repeated or padded with digits and punctuation:
+  - So is a placeholder word alone, in any case, possibly repeated or padded with digits and punctuation, that is
     V(password), V(passw0rd), V(changeme), V(change_me), V(change-me), V(changeit), V(secret), V(example),
     V(placeholder), V(replace_me), V(minioadmin) (so V(Password123!) is weak too).
-  - So is a value starting with C(CHANGE_ME), C(CHANGEME), C(CHANGE-ME), C(REPLACE_ME) or C(vault_), in any case: a
-    placeholder left in the vault, or the name of a vault variable put where its value belongs.
+  - So is a value starting with C(CHANGE_ME), C(CHANGEME), C(CHANGE-ME), C(REPLACE_ME) or C(vault_), in any case (a
+    placeholder left in the vault, or the name of a vault variable put where its value belongs).
   - So is a value holding a line break or another control character, which would break the environment and
     configuration files the secret is written to.
   - The test never includes the value in its result; a failing assert should name the variable, not print it.

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT / ".collections"))
@@ -114,3 +115,13 @@ def test_playbooks_reach_it_by_its_full_name_and_it_judges_vaulted_values(tmp_pa
         env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "changeme" not in proc.stdout and STRONG[0] not in proc.stdout
+
+
+def test_documentation_parses_and_describes_the_arguments():
+    doc = yaml.safe_load(plugin.DOCUMENTATION)
+    assert doc["name"] == "weak_secret"
+    assert set(doc["options"]) == {"_input", "min_length"}
+    assert doc["options"]["min_length"]["default"] == weak_secret.__defaults__[0]
+    assert all(isinstance(line, str) for line in doc["description"])
+    assert yaml.safe_load(plugin.RETURN)["_value"]["type"] == "boolean"
+    assert all("weak_secret" in str(example) for example in yaml.safe_load(plugin.EXAMPLES))
