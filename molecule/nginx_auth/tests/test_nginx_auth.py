@@ -10,6 +10,7 @@ import re
 import shlex
 import time
 
+import pytest
 import testinfra.utils.ansible_runner
 
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts(
@@ -87,6 +88,16 @@ def test_right_credentials_reach_the_upstream_with_forwarding_headers(host):
     assert sent["X-Forwarded-Host"] == NAME
     assert sent["X-Forwarded-For"] == "127.0.0.1"
     assert sent["X-Real-IP"] == "127.0.0.1"
+    # The client's credentials never travel on to MLflow.
+    assert not [k for k in sent if k.lower() == "authorization"], sent
+
+
+@pytest.mark.parametrize("path", ["/api/2.0/mlflow-artifacts/artifacts/a.txt", "/static-files/static/x.js",
+                                  "/ajax-api/2.0/mlflow/runs/search"])
+def test_no_location_forwards_the_credentials(host, path):
+    status, _, body = curl(host, f"{auth(host, 'alice')} {HTTPS}{path}")
+    assert status == 200, body
+    assert not [k for k in json.loads(body)["headers"] if k.lower() == "authorization"], path
 
 
 def test_bcrypt_entries_for_every_user(host):
