@@ -3,19 +3,14 @@ call, refuses a supplied pair that cannot work and says which of the caller's va
 fix, without ever printing the key. Runs on the controller only (the checks read, nothing else)."""
 
 import datetime
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from controller_play import run_on_controller
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime.datetime.now(datetime.timezone.utc)
 NEXT_MONTH = NOW + datetime.timedelta(days=30)
 
@@ -41,19 +36,11 @@ def self_signed(key, names, valid_until):
 
 
 def run_check(tmp_path, **check_vars):
-    playbook = tmp_path / "check.yml"
-    playbook.write_text(
+    return run_on_controller(
+        tmp_path,
         "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
-        "    - ansible.builtin.include_role:\n        name: mlops.mlflow_stack.pki\n        tasks_from: check_supplied\n")
-    extra = tmp_path / "vars.json"
-    extra.write_text(json.dumps(dict({"pki_check_var_prefix": "svc_tls"}, **check_vars)))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-         "-e", "ansible_python_interpreter=%s" % sys.executable, "-e", "@%s" % extra, str(playbook)],
-        env=env, capture_output=True, text=True, timeout=120)
-    return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
+        "    - ansible.builtin.include_role:\n        name: mlops.mlflow_stack.pki\n        tasks_from: check_supplied\n",
+        dict({"pki_check_var_prefix": "svc_tls"}, **check_vars))
 
 
 def test_a_matching_current_pair_that_names_the_hosts_passes(tmp_path):
