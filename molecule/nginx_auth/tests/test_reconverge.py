@@ -107,7 +107,7 @@ def self_signed_pair(name):
 
 @pytest.mark.parametrize(
     "case",
-    ["mismatched_key", "placeholder_password", "empty_upstreams"],
+    ["mismatched_key", "placeholder_password", "empty_upstreams", "gzip_level"],
 )
 def test_preflight_refuses_bad_input_and_nginx_keeps_serving(host, case):
     before = nginx_state(host)
@@ -119,6 +119,9 @@ def test_preflight_refuses_bad_input_and_nginx_keeps_serving(host, case):
     elif case == "placeholder_password":
         extra = {"nginx_auth_users": [{"name": "alice", "password": "vault_alice_password_x"}]}
         expected = "the password of alice is missing or a placeholder"
+    elif case == "gzip_level":
+        extra = {"nginx_auth_gzip_comp_level": 12}
+        expected = "nginx_auth_gzip_comp_level must be 1 to 9 (got 12"
     else:
         extra = {"nginx_auth_upstreams": []}
         expected = "nginx_auth_upstreams must list the MLflow replicas"
