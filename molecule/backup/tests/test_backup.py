@@ -76,8 +76,9 @@ def _s3():
     ip = subprocess.check_output(
         ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "backup-s3"], text=True,
     ).strip()
-    return boto3.client("s3", endpoint_url=f"http://{ip}:9000", aws_access_key_id="mlflow-stack-admin",
-                        aws_secret_access_key=_secret("minio_root_password"), region_name="us-east-1")
+    return boto3.client("s3", endpoint_url=f"https://{ip}:9000", verify=str(CA),
+                        aws_access_key_id="mlflow-stack-admin", aws_secret_access_key=_secret("minio_root_password"),
+                        region_name="us-east-1")
 
 
 def _sha(data):

@@ -80,7 +80,7 @@ def _s3():
     ).strip()
     return boto3.client(
         "s3",
-        endpoint_url=f"http://{ip}:9000",
+        endpoint_url=f"https://{ip}:9000", verify=str(CA),
         aws_access_key_id="mlflow-stack-admin",
         aws_secret_access_key=_secret("minio_root_password"),
         region_name="us-east-1",
