@@ -1,7 +1,8 @@
 """Operators copy the inventory once and upgrade the collection for years. On the converged
 stack: a `--check --diff` run of the site playbook changes nothing, and an inventory copied from
 the previous release (its adapter files included) converges the same stack with changed=0 and
-one warning that names the files it can delete."""
+one warning that names the files it can delete. That converge runs at -vvv, and neither its
+output nor any host's journal (sudo's log of command lines included) holds a secret."""
 
 import os
 import re
@@ -11,12 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import testinfra
 
 testinfra_hosts = ["default-mlflow"]
 
 ROOT = Path(__file__).resolve().parents[3]
 INVENTORY_DIR = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
 PREVIOUS = ROOT / "tests" / "fixtures" / "inventory_previous_release"
+SECRETS = ["db_password", "s3_secret_key", "minio_root_password", "nginx_admin_password", "nginx_ci_password"]
+HOSTS = ["default-db", "default-s3", "default-mlflow"]
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -66,13 +70,29 @@ def previous_inventory():
         saved.rename(group_vars)
 
 
+def secrets():
+    return {name: (INVENTORY_DIR / ".secrets" / name).read_text().split()[0] for name in SECRETS}
+
+
 def test_an_inventory_from_the_previous_release_converges_unchanged(previous_inventory):
-    out, recap = site(previous_inventory)
+    out, recap = site(previous_inventory, "-vvv")
     assert all(failed == 0 and unreachable == 0 for _, unreachable, failed in recap.values()), out.stdout[-4000:]
     assert all(changed == 0 for changed, _, _ in recap.values()), (recap, changed_tasks(out.stdout))
     text = out.stdout + out.stderr
     # Warned once per run, naming every adapter file.
-    assert text.count("still carries the adapter files of an earlier release") == 1, text[-4000:]
+    assert text.count("[WARNING]: This inventory still carries the adapter files") == 1, text[-4000:]
     for name in ("all/backup.yml", "minio/minio.yml", "mlflow_server/mlflow_server.yml",
                  "nginx_auth/nginx_auth.yml", "postgresql/postgresql.yml"):
         assert "group_vars/%s: the collection sets all of it now; delete the file." % name in text
+
+    leaked = [name for name, value in secrets().items() if value in text]
+    assert not leaked, "secrets in the output of a -vvv converge: %s" % leaked
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_no_secret_in_any_journal(name):
+    host = testinfra.get_host("ansible://%s?ansible_inventory=%s" % (name, INVENTORY_DIR))
+    journal = host.check_output("journalctl --no-pager -o cat")
+    assert "sudo" in journal or "systemd" in journal
+    leaked = [key for key, value in secrets().items() if value in journal]
+    assert not leaked, "secrets in the journal of %s: %s" % (name, leaked)
