@@ -16,12 +16,15 @@ author:
 description:
   - Finds, in the gathered C(ansible_facts.mounts), the filesystem that holds each path (the longest mount point that
     contains it) and returns one health record per filesystem, naming the paths it holds.
-  - A filesystem passes when at least O(min_free_percent) of it is free. A path that no gathered mount holds fails
-    (gather the C(mounts) subset).
+  - A filesystem passes when at least O(min_free_percent) of it is free.
+  - A path that no gathered mount holds is recorded as not judged (it passes). Ansible reports only filesystems on a
+    device, so a container's overlay root, for one, is not in C(ansible_facts.mounts); on a host without the facts
+    gathered every path is in that case (gather the C(mounts) subset).
   - Every role's C(tasks_from=health) uses it, so all of them judge disk space the same way.
 options:
   _input:
-    description: What each path holds, as C(description => path), for example C({'data': '/var/lib/minio/data'}).
+    description: >-
+      What each path holds, as C(description => path), for example C({"data": "/var/lib/minio/data"}).
     type: dict
     required: true
   mounts:
@@ -50,8 +53,9 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description:
-    - One record per filesystem, C({host, component: disk, check, ok, detail}), in the order of the paths, for example
-      C({'host': 'db1', 'component': 'disk', 'check': 'free space on / (data)', 'ok': true, 'detail': '5120 MiB free, 48% used'}).
+    - >-
+      One record per filesystem, C({host, component: disk, check, ok, detail}), in the order of the paths, for example
+      C({"host": "db1", "component": "disk", "check": "free space on / (data)", "ok": true, "detail": "5120 MiB free, 48% used"}).
   type: list
   elements: dict
 """
@@ -97,7 +101,8 @@ def disk_health(paths, mounts, min_free_percent, host):
         })
     for what, path in missing:
         records.append({"host": host, "component": "disk", "check": "free space for %s (%s)" % (path, what),
-                        "ok": False, "detail": "no gathered mount holds it (gather the mounts facts)"})
+                        "ok": True, "detail": "not judged: its filesystem is not in ansible_facts.mounts"
+                                              " (no device, e.g. a container's overlay root)"})
     return records
 
 
