@@ -2,8 +2,11 @@
 systemd user unit kept alive by linger, talks to PostgreSQL over verify-full and stores artifacts
 in MinIO, survives crashes and reboots, and refuses a wrong CA before touching the running server.
 
-The client side is real: the controller's MLflow client, boto3 against the bucket, and a second
-ansible-playbook run for the wrong-CA case."""
+The client side is real: the controller's MLflow client, boto3 against the bucket, and more
+ansible-playbook runs for what the role must refuse or withstand: a wrong CA, a CA over plain http
+without a checksum, a plain-http S3 endpoint on another host, a login account as the service user
+without the opt-in (with it, the account keeps its shell, password and groups), and symlinks the
+service user plants where the role writes. Every refusal names the fix and leaves the server alone."""
 
 import datetime
 import hashlib
@@ -11,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -260,28 +262,28 @@ def _other_ca_pem():
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def test_wrong_ca_fails_in_preflight_and_server_keeps_serving(host, base_url):
+def converge(tmp_path, **extra_vars):
+    """Run the scenario's converge.yml again with extra vars; returns (rc, output on one line)."""
+    project = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.dirname(os.path.dirname(SCENARIO_DIR)))
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0")
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", os.path.join(project, ".collections"))
+    env.setdefault("ANSIBLE_ROLES_PATH", os.path.join(project, "roles"))
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps(extra_vars))
+    run = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], os.path.join(SCENARIO_DIR, "converge.yml"),
+         "-e", f"@{extra}"],
+        capture_output=True, text=True, env=env, timeout=900)
+    return run.returncode, " ".join((run.stdout + run.stderr).split())
+
+
+def test_wrong_ca_fails_in_preflight_and_server_keeps_serving(host, base_url, tmp_path):
     wait_until(lambda: serving(base_url), timeout=60, what="MLflow serving before the wrong-CA converge")
     pid_before = main_pid(host)
     ca_before = hashlib.sha256(host.file(f"{HOME}/.postgresql/root.crt").content).hexdigest()
 
-    project = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.dirname(os.path.dirname(SCENARIO_DIR)))
-    env = dict(os.environ)
-    env.setdefault("ANSIBLE_COLLECTIONS_PATH", os.path.join(project, ".collections"))
-    env.setdefault("ANSIBLE_ROLES_PATH", os.path.join(project, "roles"))
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump({"mlflow_server_db_ca_url": "", "mlflow_server_db_ca_content": _other_ca_pem()}, fh)
-        extra = fh.name
-    try:
-        run = subprocess.run(
-            ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-             os.path.join(SCENARIO_DIR, "converge.yml"), "-e", f"@{extra}"],
-            capture_output=True, text=True, env=env, timeout=600,
-        )
-    finally:
-        os.unlink(extra)
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, output
+    rc, output = converge(tmp_path, mlflow_server_db_ca_url="", mlflow_server_db_ca_content=_other_ca_pem())
+    assert rc != 0, output
     assert "Preflight failed" in output and "mlflow_server_db_ca_content" in output, output[-3000:]
 
     assert serving(base_url)
@@ -300,3 +302,89 @@ def test_gc_timer_enabled_and_its_run_succeeds(host):
     for secret in (SCENARIO["scenario_db_password"], SCENARIO["scenario_s3_secret_key"]):
         assert secret not in unit
     assert "postgresql://" not in unit
+
+
+TARGET = SCENARIO["scenario_symlink_target"]
+
+
+def account(host):
+    """Shell, password hash and groups of the service user, as root reads them."""
+    return (host.check_output("getent passwd %s", USER).split(":")[6],
+            host.check_output("getent shadow %s", USER).split(":")[1],
+            sorted(host.check_output("id -nG %s", USER).split()))
+
+
+def test_the_existing_login_account_kept_its_shell_password_and_groups(host):
+    shell, password, groups = account(host)
+    assert shell == "/bin/bash"
+    assert password == SCENARIO["scenario_login_password_hash"]
+    assert "users" in groups
+
+
+def test_a_login_account_is_refused_without_the_opt_in(host, tmp_path):
+    before, pid = account(host), main_pid(host)
+    rc, out = converge(tmp_path, mlflow_server_user_use_login_account=False)
+    assert rc != 0
+    assert "mlflow_server_user 'mlflow' is an existing login account (login shell /bin/bash)" in out, out[-3000:]
+    assert "set mlflow_server_user_use_login_account to true" in out
+    assert account(host) == before
+    assert main_pid(host) == pid
+
+
+def test_a_ca_over_plain_http_without_a_checksum_is_refused(host, tmp_path):
+    pid = main_pid(host)
+    rc, out = converge(tmp_path, mlflow_server_db_ca_checksum="")
+    assert rc != 0
+    assert "plain http to another host, and mlflow_server_db_ca_checksum is empty" in out, out[-3000:]
+    assert "Use an https URL, pin the CA with mlflow_server_db_ca_checksum" in out
+    assert main_pid(host) == pid
+
+
+def test_a_plain_http_s3_endpoint_on_another_host_is_refused(host, tmp_path):
+    pid = main_pid(host)
+    rc, out = converge(tmp_path, mlflow_server_s3_endpoint_url="http://%s:%s" % (
+        SCENARIO["scenario_s3_host"], SCENARIO["scenario_s3_port"]))
+    assert rc != 0
+    assert "plain http to another host" in out and "set mlflow_server_s3_allow_plain_http to true" in out, out[-3000:]
+    assert main_pid(host) == pid
+
+
+def test_a_directory_the_service_user_turned_into_a_symlink_is_refused(host, tmp_path):
+    """~/.postgresql pointed at a root directory: root would have created root.crt there and
+    handed the directory to the service user. The converge stops instead, and nothing changes."""
+    target_dir = TARGET + ".d"
+    host.run_expect([0], "install -d -o root -g root -m 0755 %s", target_dir)
+    moved = host.run("su -s /bin/sh %s -c 'mv %s/.postgresql %s/.postgresql.real && ln -s %s %s/.postgresql'",
+                     USER, HOME, HOME, target_dir, HOME)
+    assert moved.rc == 0, moved.stderr
+    try:
+        pid = main_pid(host)
+        rc, out = converge(tmp_path)
+        assert rc != 0
+        assert "%s/.postgresql -> %s" % (HOME, target_dir) in out, out[-3000:]
+        assert "the role does not write through a link the service user controls" in out
+        directory = host.file(target_dir)
+        assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o755)
+        assert host.check_output("ls -A %s", target_dir) == ""
+        assert main_pid(host) == pid
+    finally:
+        host.run("su -s /bin/sh %s -c 'rm %s/.postgresql && mv %s/.postgresql.real %s/.postgresql'", USER, HOME, HOME, HOME)
+        host.run("rmdir %s", target_dir)
+
+
+def test_files_the_service_user_turned_into_symlinks_are_replaced_not_written_through(host, tmp_path):
+    paths = [f"{HOME}/.postgresql/root.crt", f"{HOME}/.config/mlflow/mlflow.env", f"{HOME}/.config/mlflow/schema.stamp",
+             f"{HOME}/.config/systemd/user/mlflow.service"]
+    for path in paths:
+        planted = host.run("su -s /bin/sh %s -c 'ln -sfn %s %s'", USER, TARGET, path)
+        assert planted.rc == 0, planted.stderr
+    rc, out = converge(tmp_path)
+    assert rc == 0, out[-3000:]
+    target = host.file(TARGET)
+    assert (target.user, target.group, target.mode) == ("root", "root", 0o644)
+    assert target.content_string == SCENARIO["scenario_symlink_target_content"]
+    for path in paths:
+        written = host.file(path)
+        assert not written.is_symlink and written.is_file, path
+        assert written.user == USER, path
+    assert user_systemctl(host, USER, "is-active mlflow.service").stdout.strip() == "active"
