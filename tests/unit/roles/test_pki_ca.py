@@ -94,3 +94,11 @@ def test_a_certificate_without_its_key_is_not_given_a_new_key(tmp_path, plain_ca
     assert "ca.crt exists but" in out and "Restore ca.key from your backup" in out, out
     assert not (tmp_path / "pki" / "ca.key").exists()
     assert (tmp_path / "pki" / "ca.crt").read_bytes() == plain_ca["ca.crt"]
+
+
+def test_a_placeholder_passphrase_is_refused_before_a_key_is_made(tmp_path):
+    rc, out = run_ca(tmp_path, play_passphrase="CHANGE_ME_ca_passphrase")
+    assert rc != 0
+    assert "pki_ca_passphrase is set but looks like a placeholder" in out, out
+    assert "CHANGE_ME_ca_passphrase" not in out
+    assert not (tmp_path / "pki" / "ca.key").exists()
