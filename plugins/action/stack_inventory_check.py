@@ -35,6 +35,10 @@ LEGACY_DEFAULTS = {
 }
 
 
+# What the adapters of earlier releases set that no role reads any more: safe to delete too.
+RETIRED = {"backup_mlflow_check_url", "backup_mlflow_health_timeout"}
+
+
 def wired_names(path=WIRING_FILE):
     with open(path) as handle:
         return set(yaml.safe_load(handle) or {})
@@ -44,7 +48,7 @@ def classify(data, wired):
     """Split one group_vars file's keys into (can go, must stay)."""
     can_go, stays = [], []
     for key, value in data.items():
-        if key in wired or (key in LEGACY_DEFAULTS and LEGACY_DEFAULTS[key] == value):
+        if key in wired or key in RETIRED or (key in LEGACY_DEFAULTS and LEGACY_DEFAULTS[key] == value):
             can_go.append(key)
         else:
             stays.append(key)
