@@ -2,7 +2,8 @@
 the database and the bucket are destroyed, and restore.yml brings back every run, metric and
 artifact byte for byte. Then health.yml passes and the scheduled backup runs.
 
-The tests run in file order and share the recorded runs in STATE."""
+The tests run in file order and share the recorded runs in STATE. They destroy and restore the
+stack's database and bucket, so conftest.py runs this file after every other one of the scenario."""
 
 import hashlib
 import json
@@ -19,15 +20,15 @@ import requests
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "_shared"))
 from testinfra_helpers import user_systemctl, wait_until  # noqa: E402
 
-testinfra_hosts = ["backup-mlflow"]
+testinfra_hosts = ["default-mlflow"]
 
 ROOT = Path(__file__).resolve().parents[3]
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 INVENTORY_DIR = EPHEMERAL / "inventory"
 SECRETS = INVENTORY_DIR / ".secrets"
 CA = INVENTORY_DIR / ".pki" / "ca.crt"
-URL = "https://localhost:9444"
-EXTRA_VARS = ["-e", "mlflow_stack_public_port=9444"]
+URL = "https://localhost:9443"
+EXTRA_VARS = ["-e", "mlflow_stack_public_port=9443"]
 N_RUNS = 5
 JOURNAL_UNITS = ["mlflow-stack-backup.service", ("mlflow.service", "mlflow")]
 STATE = {}
@@ -74,7 +75,7 @@ def client(auth):
 
 def _s3():
     ip = subprocess.check_output(
-        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "backup-s3"], text=True,
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "default-s3"], text=True,
     ).strip()
     return boto3.client("s3", endpoint_url=f"https://{ip}:9000", verify=str(CA),
                         aws_access_key_id="mlflow-stack-admin", aws_secret_access_key=_secret("minio_root_password"),
@@ -158,14 +159,14 @@ def test_backups_and_secrets_are_root_only(host):
 
 def test_destroy_database_and_bucket(host, client):
     db = subprocess.run(
-        ["docker", "exec", "-i", "-u", "postgres", "backup-db", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "mlflow"],
+        ["docker", "exec", "-i", "-u", "postgres", "default-db", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "mlflow"],
         input="SELECT format('DROP TABLE IF EXISTS public.%I CASCADE', tablename) FROM pg_tables "
               "WHERE schemaname = 'public' \\gexec\n",
         capture_output=True, text=True,
     )
     assert db.returncode == 0, db.stderr
     left = subprocess.check_output(
-        ["docker", "exec", "-u", "postgres", "backup-db", "psql", "-XtA", "-d", "mlflow", "-c",
+        ["docker", "exec", "-u", "postgres", "default-db", "psql", "-XtA", "-d", "mlflow", "-c",
          "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"], text=True).strip()
     assert left == "0"
 
@@ -221,7 +222,7 @@ def test_health_playbook_fails_when_mlflow_is_down(host):
     wait_until(lambda: requests.get(f"{URL}/health", verify=str(CA), timeout=5).status_code == 200,
                timeout=180, interval=2, what="MLflow back after the health test")
     assert rc != 0
-    assert "FAIL backup-mlflow mlflow: /health" in out, out[-3000:]
+    assert "FAIL default-mlflow mlflow: /health" in out, out[-3000:]
 
 
 def test_backup_timer_scheduled_and_its_run_succeeds(host):
@@ -241,7 +242,7 @@ def test_database_entry_point_used_by_the_upgrades_works_on_the_db_host(host):
     """upgrade_postgresql.yml includes tasks_from: database on postgresql[0]; prove it there."""
     rc, out = playbook(str(Path(__file__).resolve().parents[1] / "database_backup_on_db_host.yml"))
     assert rc == 0, out[-4000:]
-    db_host = host.get_host("ansible://backup-db", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    db_host = host.get_host("ansible://default-db", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     listing = json.loads(db_host.check_output("mlflow-stack-backup list").splitlines()[-1])
     assert [b["what"] for b in listing["backups"]] == [["database"]]
     dump = db_host.run(f"pg_restore --list /var/backups/mlflow-stack/{listing['backups'][0]['id']}/database.dump")
