@@ -32,6 +32,7 @@ def reach(host, target, port):
 
 @pytest.mark.parametrize("target,port,what", [
     ("default-mlflow", 5000, "MLflow"),
+    ("default-mlflow2", 5000, "MLflow (second replica)"),
     ("default-db", 5432, "PostgreSQL"),
     ("default-s3", 9000, "MinIO API"),
     ("default-s3", 9001, "MinIO console"),
@@ -47,6 +48,10 @@ def test_an_outsider_reaches_nginx(host):
 @pytest.mark.parametrize("source,target,port", [
     ("default-mlflow", "default-db", 5432),
     ("default-mlflow", "default-s3", 9000),
+    ("default-mlflow2", "default-db", 5432),
+    ("default-mlflow2", "default-s3", 9000),
+    # nginx (on default-mlflow) to the replica on another host.
+    ("default-mlflow", "default-mlflow2", 5000),
 ])
 def test_the_peers_that_need_a_port_reach_it(source, target, port):
     assert reach(stack_host(source), target, port) == "open"
@@ -59,6 +64,14 @@ def test_mlflow_listens_on_loopback_only_where_nginx_is_local():
     health = mlflow.check_output("python3 -c 'import urllib.request; "
                                  "print(urllib.request.urlopen(\"http://127.0.0.1:5000/health\").read().decode())'")
     assert health.strip() == "OK"
+
+
+def test_a_replica_without_nginx_listens_on_its_own_address_only():
+    replica = stack_host("default-mlflow2")
+    address = replica.ansible("setup", "gather_subset=network")["ansible_facts"]["ansible_default_ipv4"]["address"]
+    listening = replica.check_output("ss -Htln 'sport = :5000'")
+    assert "%s:5000" % address in listening, listening
+    assert "0.0.0.0:5000" not in listening and "*:5000" not in listening, listening
 
 
 def test_the_table_comes_back_when_nftables_restarts(host):
