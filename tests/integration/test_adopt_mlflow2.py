@@ -196,6 +196,14 @@ def test_adopt_migrate_rewrite_then_a_client_without_s3_keys_reads_everything(st
         assert proc.returncode == 0, "client failed:\n%s\nserver log:\n%s" % (proc.stderr[-4000:],
                                                                               server["log"].read_text()[-3000:])
         report = json.loads(proc.stdout.strip().splitlines()[-1])
+        # The requests playbooks/adopt.yml makes through nginx to prove an old artifact readable.
+        run_uri = next(r["new"] for r in done["sample"] if r["table"] == "runs")
+        path = run_uri[len("mlflow-artifacts:/"):]
+        listing = json.load(urllib.request.urlopen("%s/api/2.0/mlflow-artifacts/artifacts?path=%s" % (server["url"], path)))
+        first = next(f for f in listing["files"] if not f.get("is_dir"))
+        body = urllib.request.urlopen("%s/api/2.0/mlflow-artifacts/artifacts/%s/%s"
+                                      % (server["url"], path, first["path"])).read()
+        assert body == OBJECTS["%s/%s" % (path, first["path"])]
     finally:
         os.killpg(server["proc"].pid, signal.SIGTERM)
         server["proc"].wait(30)
