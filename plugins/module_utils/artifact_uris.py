@@ -167,13 +167,21 @@ def read_values(cursor, columns, lock=True):
     return values
 
 
-def apply_rewrites(cursor, rewrites):
+def apply_rewrites(cursor, rewrites, page_size=1000):
+    """One UPDATE per table.column, joined to a temporary old -> new map (a hash join, not one scan per URI)."""
+    if not rewrites:
+        return 0
     where = dict((table, w) for table, _, w in URI_COLUMNS if w)
+    cursor.execute("CREATE TEMPORARY TABLE adopt_uri_map (tbl text, col text, old text, new text) ON COMMIT DROP")
+    for start in range(0, len(rewrites), page_size):
+        page = rewrites[start:start + page_size]
+        cursor.execute("INSERT INTO adopt_uri_map VALUES " + ", ".join(["(%s, %s, %s, %s)"] * len(page)),
+                       [v for r in page for v in (r["table"], r["column"], r["old"], r["new"])])
     total = 0
-    for r in rewrites:
-        extra = " AND %s" % where[r["table"]] if r["table"] in where else ""
-        cursor.execute('UPDATE "%s" SET "%s" = %%s WHERE "%s" = %%s%s' % (r["table"], r["column"], r["column"], extra),
-                       (r["new"], r["old"]))
+    for table, column in sorted(set((r["table"], r["column"]) for r in rewrites)):
+        extra = ' AND "%s".%s' % (table, where[table]) if table in where else ""
+        cursor.execute('UPDATE "%s" SET "%s" = m.new FROM adopt_uri_map m WHERE m.tbl = %%s AND m.col = %%s '
+                       'AND "%s"."%s" = m.old%s' % (table, column, table, column, extra), (table, column))
         total += cursor.rowcount
     return total
 

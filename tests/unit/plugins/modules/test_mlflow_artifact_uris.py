@@ -168,3 +168,27 @@ def test_a_different_object_at_the_destination_is_not_overwritten():
         au.copy_objects(s3, s3, "mlflow", [("old", "1", "artifacts/1")], server_side=True, check_mode=False)
     assert err.value.error_class == "conflict" and "s3://mlflow/artifacts/1/x" in err.value.msg
     assert s3.buckets["mlflow"]["artifacts/1/x"] == b"other!"
+
+
+class RecordingCursor:
+    rowcount = 2
+
+    def __init__(self):
+        self.statements = []
+
+    def execute(self, sql, params=None):
+        self.statements.append((sql, params))
+
+
+def test_rewrites_are_one_update_per_column_joined_to_a_temporary_map():
+    rewrites = [{"table": "runs", "column": "artifact_uri", "old": "s3://o/1/%d" % i, "new": "mlflow-artifacts:/1/%d" % i,
+                 "rows": 1} for i in range(5)]
+    rewrites.append({"table": "trace_tags", "column": "value", "old": "s3://o/t", "new": "mlflow-artifacts:/t", "rows": 1})
+    cursor = RecordingCursor()
+    assert au.apply_rewrites(cursor, rewrites, page_size=2) == 4
+    updates = [(sql, params) for sql, params in cursor.statements if sql.startswith("UPDATE")]
+    inserts = [params for sql, params in cursor.statements if sql.startswith("INSERT")]
+    assert [params for _, params in updates] == [("runs", "artifact_uri"), ("trace_tags", "value")]
+    assert "\"trace_tags\".key = 'mlflow.artifactLocation'" in updates[1][0]
+    assert sum(len(p) for p in inserts) == 4 * len(rewrites)
+    assert au.apply_rewrites(RecordingCursor(), []) == 0
