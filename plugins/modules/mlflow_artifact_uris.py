@@ -238,7 +238,11 @@ def check_bucket(client, settings, bucket, error_class):
 
 
 def values_from_dump(path):
-    proc = subprocess.run(["pg_restore", "--data-only", "--file", "-", path], capture_output=True, text=True)
+    try:
+        proc = subprocess.run(["pg_restore", "--data-only", "--file", "-", path], capture_output=True, text=True)
+    except OSError as exc:
+        raise AdoptError("dump", "Cannot run pg_restore to read %s (%s): install the PostgreSQL client (the backup "
+                                 "role does) on this host." % (path, exc))
     if proc.returncode != 0:
         raise AdoptError("dump", "%s is not a readable pg_dump custom-format archive: %s Make one with "
                                  "`pg_dump --format=custom`." % (path, proc.stderr.strip()[-500:]))
