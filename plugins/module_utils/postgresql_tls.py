@@ -90,6 +90,26 @@ HINTS = {
 }
 
 
+def connection_argument_spec():
+    """The options of the postgresql doc fragment, for modules that do real work over the connection."""
+    return dict(
+        host=dict(type="str"),
+        port=dict(type="int", default=5432),
+        dbname=dict(type="str", aliases=["db", "database"]),
+        user=dict(type="str"),
+        password=dict(type="str", no_log=True),
+        sslmode=dict(type="str", choices=SSLMODES, default=DEFAULT_SSLMODE),
+        sslrootcert=dict(type="path"),
+        connect_timeout=dict(type="int", default=10),
+    )
+
+
+def connect(params):
+    """A psycopg2 connection (autocommit off), or raise psycopg2.Error (classify it with classify_error)."""
+    dsn, kwargs, _ = connection_kwargs(params)
+    return psycopg2.connect(dsn, **kwargs)
+
+
 def classify_error(message):
     """Return the error_class for a libpq / psycopg2 error message."""
     text = (message or "").lower()

@@ -16,9 +16,11 @@ import time
 import uuid
 
 try:
+    import boto3
     import botocore.exceptions as botocore_exceptions
     from botocore.config import Config as BotocoreConfig
 except ImportError:  # reported by the module through missing_required_lib
+    boto3 = None
     botocore_exceptions = None
     BotocoreConfig = None
 
@@ -131,6 +133,20 @@ def verify_setting(validate_certs=True, ca_bundle=None):
     if not validate_certs:
         return False
     return ca_bundle or None
+
+
+def make_client(endpoint_url, access_key, secret_key, region="us-east-1", validate_certs=True, ca_bundle=None,
+                addressing_style="path", timeout=10):
+    """A boto3 S3 client for one endpoint, with the checks' fail-fast config."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        verify=verify_setting(validate_certs, ca_bundle),
+        config=client_config(addressing_style, timeout, region),
+    )
 
 
 def _bucket_region(client, bucket, response, fallback):

@@ -191,11 +191,10 @@ error_class:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.mlops.mlflow_stack.plugins.module_utils import s3_check
 from ansible_collections.mlops.mlflow_stack.plugins.module_utils.s3_check import (
     S3CheckError,
     check_bucket,
-    client_config,
-    verify_setting,
 )
 
 try:
@@ -227,15 +226,9 @@ def argument_spec():
 
 
 def make_client(params):
-    return boto3.client(
-        "s3",
-        endpoint_url=params["endpoint_url"],
-        aws_access_key_id=params["access_key"],
-        aws_secret_access_key=params["secret_key"],
-        region_name=params["region"],
-        verify=verify_setting(params["validate_certs"], params["ca_bundle"]),
-        config=client_config(params["addressing_style"], params["timeout"], params["region"]),
-    )
+    return s3_check.make_client(params["endpoint_url"], params["access_key"], params["secret_key"], params["region"],
+                                params["validate_certs"], params["ca_bundle"], params["addressing_style"],
+                                params["timeout"])
 
 
 def run(module):

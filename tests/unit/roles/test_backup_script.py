@@ -134,3 +134,24 @@ def test_restore_of_a_part_the_backup_lacks_is_refused(mod, monkeypatch):
 def test_keys_cannot_escape_the_backup_directory(mod):
     with pytest.raises(mod.BackupError, match="escape"):
         mod.safe_local_path("/var/backups/x/artifacts", "artifacts/../../../../etc/passwd")
+
+
+def test_adopting_refuses_a_missing_file_or_one_that_is_not_a_custom_format_dump(mod, tmp_path):
+    with pytest.raises(mod.BackupError, match="does not exist on this host"):
+        mod.inspect_dump(str(tmp_path / "missing.dump"))
+    plain = tmp_path / "mlflow.sql"
+    plain.write_text("--\n-- PostgreSQL database dump\n--\n")
+    with pytest.raises(mod.BackupError, match="pg_dump --format=custom"):
+        mod.inspect_dump(str(plain))
+
+
+def test_adopting_refuses_a_dump_of_another_database(mod, tmp_path, monkeypatch):
+    dump = tmp_path / "other.dump"
+    dump.write_bytes(b"PGDMP\x01\x0e\x00")
+    listing = ";\n215; 1259 16390 TABLE public customers app\n216; 1259 16391 TABLE public orders app\n"
+    monkeypatch.setattr(mod, "run_pg", lambda argv: listing)
+    with pytest.raises(mod.BackupError, match="not of an MLflow database .*alembic_version, experiments, runs"):
+        mod.inspect_dump(str(dump))
+    listing += "217; 1259 1 TABLE public alembic_version app\n218; 1259 2 TABLE public experiments app\n" \
+               "219; 1259 3 TABLE public runs -\n"
+    assert mod.inspect_dump(str(dump))["tables"] == 5
