@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Molecule scenarios in the order CI runs them: the platform smoke test first, roles next,
-# the full stack last.
+# Molecule scenarios in the order CI runs them: the platform smoke test first (alone), then the
+# longest first, so that the slots of scripts/run-molecule.sh (MOLECULE_JOBS) finish together.
 set -euo pipefail
 cd "$(dirname "$0")/../molecule"
-order=(smoke postgresql minio minio_cluster nginx_auth mlflow_server default)
+order=(smoke default mlflow_server postgresql minio_cluster nginx_auth minio)
 seen=" "
 for s in "${order[@]}"; do
   [ -f "$s/molecule.yml" ] && { printf '%s ' "$s"; seen+="$s "; }
