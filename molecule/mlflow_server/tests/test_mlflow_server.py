@@ -373,7 +373,7 @@ def test_a_directory_the_service_user_turned_into_a_symlink_is_refused(host, tmp
 
 
 def test_files_the_service_user_turned_into_symlinks_are_replaced_not_written_through(host, tmp_path):
-    paths = [f"{HOME}/.postgresql/root.crt", f"{HOME}/.config/mlflow/mlflow.env", f"{HOME}/.config/mlflow/schema.stamp",
+    paths = [f"{HOME}/.postgresql/root.crt", f"{HOME}/.config/mlflow/mlflow.env",
              f"{HOME}/.config/systemd/user/mlflow.service"]
     for path in paths:
         planted = host.run("su -s /bin/sh %s -c 'ln -sfn %s %s'", USER, TARGET, path)
