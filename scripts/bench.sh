@@ -33,7 +33,7 @@ docker inspect -f '{{.State.Running}}' "$host" 2>/dev/null | grep -q true \
 
 on_host() { docker exec "$host" "$@"; }
 home=$(on_host getent passwd "$service_user" | cut -d: -f6)
-venv=$home/venv
+venv=$home/venvs/current
 env_file=$home/.config/mlflow/mlflow.env
 unit_file=$home/.config/systemd/user/mlflow.service
 on_host test -x "$venv/bin/mlflow" || die "no MLflow virtualenv at $host:$venv"

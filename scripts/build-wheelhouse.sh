@@ -18,4 +18,19 @@ else
   pip wheel -q --disable-pip-version-check -w "$out" -r "$list"
   echo "$want" > "$stamp"
 fi
+
+# The previous release (the mlflow_server scenario's upgrade from N-1): its own three wheels only.
+previous="$here/molecule/_shared/wheelhouse-previous.txt"
+previous_stamp="$out/.previous.sha256"
+want=$(cat "$list" "$previous" | sha256sum | cut -d' ' -f1)
+if [ -f "$previous_stamp" ] && [ "$(cat "$previous_stamp")" = "$want" ]; then
+  echo "==> previous MLflow release in $out up to date"
+else
+  echo "==> adding the previous MLflow release to $out"
+  pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$out" -r "$previous"
+  # Proves the wheelhouse alone installs it next to the same pinned packages (what the test host does).
+  pip install -q --disable-pip-version-check --dry-run --ignore-installed --no-index --find-links "$out" \
+    -r "$previous" $(grep -v -e '^#' -e '^mlflow==' "$list")
+  echo "$want" > "$previous_stamp"
+fi
 ln -sfn "$out" "$cache/wheelhouse/current"

@@ -100,7 +100,7 @@ EXAMPLES = r"""
     password: "{{ vault_mlflow_db_password }}"
     sslrootcert: /home/mlflow/.postgresql/root.crt
   vars:
-    ansible_python_interpreter: /home/mlflow/venv/bin/python
+    ansible_python_interpreter: /home/mlflow/venvs/current/bin/python
   register: mlflow_db_check
 
 - name: Same check from a libpq URI
