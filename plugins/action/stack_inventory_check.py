@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlops.mlflow_stack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Find the adapter files that inventories copied from older releases still carry.
+"""Find the adapter files that inventories copied from older releases still carry, and name the
+values such an inventory lacks.
 
 Runs on the controller only. The collection now sets these role variables itself
 (roles/stack/vars/main.yml, loaded by every playbook with a higher precedence than
@@ -83,6 +84,13 @@ def scan(inventory_dirs, wired):
     return found
 
 
+def missing_warnings(missing):
+    """One warning per value the inventory should set and does not: {name: what that means}."""
+    if not isinstance(missing, dict):
+        raise AnsibleActionFail("missing_values must be a dict of value name: what its absence means")
+    return ["%s is not set: %s" % (name, why) for name, why in sorted(missing.items())]
+
+
 def message(path, can_go, stays):
     if not stays:
         return "%s: the collection sets all of it now; delete the file." % path
@@ -92,7 +100,7 @@ def message(path, can_go, stays):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("inventory_dirs",))
+    _VALID_ARGS = frozenset(("inventory_dirs", "missing_values"))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -103,10 +111,13 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("inventory_dirs must be a list of paths")
         found = scan([d for d in dirs if d], wired_names())
         result.update(changed=False, adapter_files=[{"path": p, "delete": c, "keep": s} for p, c, s in found])
+        warnings = missing_warnings(self._task.args.get("missing_values") or {})
         if found:
-            result["warnings"] = [
+            warnings += [
                 "This inventory still carries the adapter files of an earlier release. The collection "
                 "sets these role variables itself now (roles/stack/vars/main.yml), so they have no "
                 "effect; set mlflow_stack_* values in group_vars/all/stack.yml instead."
             ] + [message(*item) for item in found]
+        if warnings:
+            result["warnings"] = warnings
         return result

@@ -32,6 +32,12 @@ options:
     type: list
     elements: path
     required: true
+  missing_values:
+    description:
+      - Values a newer release asks for that the inventory does not set yet, each C(name) with what its absence means
+        and how to fix it; each becomes one warning.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""

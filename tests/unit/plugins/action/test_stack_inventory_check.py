@@ -46,3 +46,9 @@ def test_vaulted_and_missing_files_are_skipped(tmp_path):
     (tmp_path / "group_vars" / "all").mkdir(parents=True)
     (tmp_path / "group_vars" / "all" / "vault.yml").write_text("$ANSIBLE_VAULT;1.1;AES256\n6162\n")
     assert check.scan([str(tmp_path), str(tmp_path / "nowhere")], check.wired_names()) == []
+
+
+def test_each_missing_value_is_one_warning_naming_it():
+    warnings = check.missing_warnings({"vault_b": "why b", "vault_a": "why a"})
+    assert warnings == ["vault_a is not set: why a", "vault_b is not set: why b"]
+    assert check.missing_warnings({}) == []
