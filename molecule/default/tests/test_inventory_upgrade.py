@@ -65,6 +65,19 @@ def previous_inventory():
     group_vars.rename(saved)
     try:
         shutil.copytree(PREVIOUS / "group_vars", group_vars)
+        # The previous release's local inventory pinned one MLflow host beside nginx (bind 127.0.0.1,
+        # one upstream); an operator with a second replica, as this scenario has, had set those for it.
+        stack = group_vars / "all" / "stack.yml"
+        lines, skip = [], False
+        for line in stack.read_text().splitlines(keepends=True):
+            if line.startswith(("mlflow_stack_mlflow_bind_address:", "mlflow_stack_mlflow_upstreams:")):
+                skip = True
+                continue
+            if skip and line.startswith((" ", "-")):
+                continue
+            skip = False
+            lines.append(line)
+        stack.write_text("".join(lines))
         yield INVENTORY_DIR
     finally:
         shutil.rmtree(group_vars, ignore_errors=True)

@@ -65,14 +65,15 @@ class Client(threading.Thread):
         super().__init__(daemon=True)
         self.session = requests.Session()
         self.session.auth = ("admin", password)
-        self.session.verify = str(CA)
         self.stop = threading.Event()
         self.requests, self.failures, self.slowest = 0, [], 0.0
 
     def call(self, method, path, **kwargs):
         start = time.monotonic()
         try:
-            response = self.session.request(method, URL + "/api/2.0/mlflow/" + path, timeout=60, **kwargs)
+            # verify per request: a session's own would yield to REQUESTS_CA_BUNDLE from the environment.
+            response = self.session.request(method, URL + "/api/2.0/mlflow/" + path, timeout=60, verify=str(CA),
+                                            **kwargs)
             ok, what = response.status_code == 200, "HTTP %d" % response.status_code
             body = response.json() if ok else None
         except requests.RequestException as exc:
@@ -85,7 +86,13 @@ class Client(threading.Thread):
         return body
 
     def run(self):
-        experiment = self.call("POST", "experiments/create", json={"name": "rolling-%s" % uuid.uuid4().hex[:8]})
+        experiment = None
+        while experiment is None and not self.stop.is_set():
+            experiment = self.call("POST", "experiments/create", json={"name": "rolling-%s" % uuid.uuid4().hex[:8]})
+            if experiment is None:
+                time.sleep(1)
+        if experiment is None:
+            return
         experiment_id = experiment["experiment_id"]
         run_id, step = None, 0
         while not self.stop.is_set():
