@@ -7,6 +7,7 @@ retried, and the test reports how many it made and the longest latency.
 
 Runs before every other test of the scenario (conftest.py): they meet the upgraded stack."""
 
+import json
 import os
 import subprocess
 import threading
@@ -32,15 +33,18 @@ CURRENT = next(line.split('"')[1] for line in (ROOT / "roles" / "stack" / "defau
                .splitlines() if line.startswith("mlflow_stack_mlflow_version:"))
 
 
-def upgrade(version):
+def playbook(name, *args):
     env = dict(os.environ, ANSIBLE_CONFIG=str(EPHEMERAL / "ansible.cfg"),
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     out = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-                          str(ROOT / "playbooks" / "upgrade_mlflow_server.yml"),
-                          "-e", "mlflow_stack_public_port=9443", "-e", "mlflow_stack_mlflow_version=%s" % version],
+                          str(ROOT / "playbooks" / name), "-e", "mlflow_stack_public_port=9443"] + list(args),
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
     return out.returncode, out.stdout + out.stderr
+
+
+def upgrade(version):
+    return playbook("upgrade_mlflow_server.yml", "-e", "mlflow_stack_mlflow_version=%s" % version)
 
 
 def replica_versions():
@@ -55,6 +59,9 @@ def replica_versions():
             "python3 -c 'import sys, urllib.request; r = urllib.request.Request(sys.argv[1], headers={\"Host\": \"localhost\"}); "
             "print(urllib.request.urlopen(r, timeout=10).read().decode())' http://%s/version" % upstream).strip()
     return versions
+
+
+STATE = {}
 
 
 class Client(threading.Thread):
@@ -140,7 +147,12 @@ def test_an_upgrade_to_a_version_that_cannot_install_changes_nothing(client):
     assert client.requests > 20 and not client.failures, client.failures[:10]
 
 
-def test_a_rolling_upgrade_that_clients_do_not_notice(client):
+def backups(host):
+    return [b["id"] for b in json.loads(host.check_output("mlflow-stack-backup list").splitlines()[-1])["backups"]]
+
+
+def test_a_rolling_upgrade_that_clients_do_not_notice(host, client):
+    before = backups(host)
     rc, out = upgrade(CURRENT)
     client.stop.set()
     client.join(timeout=90)
@@ -151,3 +163,21 @@ def test_a_rolling_upgrade_that_clients_do_not_notice(client):
     assert out.count("TASK [Take this replica out of rotation on every nginx host]") == 2, out[-3000:]
     assert client.requests > 100, client.requests
     assert not client.failures, client.failures[:10]
+    # The upgrade's first play took a backup, at the previous release's schema.
+    STATE["pre_upgrade_backup"] = [b for b in backups(host) if b not in before][0]
+
+
+def test_a_backup_from_before_the_upgrade_restores_and_the_database_decides_the_migration():
+    """restore.yml of the backup the upgrade took: the restored database is at the previous release's
+    schema, and the start entry point migrates it (alembic_version decides, not a stamp) before MLflow starts."""
+    if "pre_upgrade_backup" not in STATE:
+        pytest.skip("the rolling upgrade did not complete")
+    rc, out = playbook("restore.yml", "-e", "backup_id=%s" % STATE["pre_upgrade_backup"],
+                       "-e", '{"backup_what": ["database"]}')
+    assert rc == 0, out[-4000:]
+    assert "Migrated the database from schema" in " ".join(out.split()), out[-3000:]
+    assert replica_versions() == {"default-mlflow": CURRENT, "default-mlflow2": CURRENT}
+    password = (INVENTORY / ".secrets" / "nginx_admin_password").read_text().split()[0]
+    response = requests.post(URL + "/api/2.0/mlflow/experiments/search", json={"max_results": 5},
+                             auth=("admin", password), verify=str(CA), timeout=60)
+    assert response.status_code == 200, response.text[:500]
