@@ -240,7 +240,7 @@ def test_validation_helper_refuses_a_broken_site(host):
     site = "/etc/nginx/conf.d/nginx_auth.conf"
     assert host.run(f"/usr/local/sbin/nginx-auth-validate {site} {site}").rc == 0
     host.run(
-        f"sed 's/proxy_pass http:\\/\\/nginx_auth_mlflow;/proxy_pass http:\\/\\/nowhere_defined;/' {site} > /tmp/broken.conf"
+        f"sed 's/proxy_pass http:\\/\\/$nginx_auth_pool;/proxy_pass http:\\/\\/$nowhere_defined;/' {site} > /tmp/broken.conf"
     )
     out = host.run(f"/usr/local/sbin/nginx-auth-validate /tmp/broken.conf {site}")
     assert out.rc != 0
