@@ -126,12 +126,6 @@ def _recap(out):
     return {h: (int(c), int(u), int(f)) for h, c, u, f in RECAP.findall(out)}
 
 
-# The real adoption has not passed on these hosts yet (its first real run stopped at the migration
-# step, since replaced by the mlflow_server role's own); until it has, it runs only on request.
-REAL_RUN = pytest.mark.skipif(os.environ.get("MLFLOW_STACK_TEST_ADOPT") != "1",
-                              reason="adopt.yml's real run is not proven yet: MLFLOW_STACK_TEST_ADOPT=1 runs it")
-
-
 @pytest.fixture(scope="module")
 def adopt_vars(tmp_path_factory):
     """The old store and the dump, passed the way secrets are: a 0600 vars file (-e @file), never argv.
@@ -199,7 +193,6 @@ def test_dry_run_lists_the_changes_and_changes_nothing(host, adopt_vars):
     assert _main_pids(host) == pids, "--check stopped MLflow"
 
 
-@REAL_RUN
 def test_adopt(host, adopt_vars):
     rc, out = playbook("adopt.yml", *adopt_vars)
     assert rc == 0, out[-6000:]
@@ -257,7 +250,6 @@ print(json.dumps({"artifacts_read": len(read), "predictions": predictions, "new_
 '''
 
 
-@REAL_RUN
 def test_a_client_with_only_the_client_env_file_reads_loads_and_logs(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
     for line in CLIENT_ENV_FILE.read_text().splitlines():
@@ -282,7 +274,6 @@ def test_a_client_with_only_the_client_env_file_reads_loads_and_logs(tmp_path):
     assert report["new_run_experiment"] == SUMMARY["experiments"]["churn"]
 
 
-@REAL_RUN
 def test_adopting_the_same_dump_again_stops_and_changes_nothing(host, adopt_vars):
     experiments, pids = _experiments(), _main_pids(host)
     rc, out = playbook("adopt.yml", *adopt_vars)
