@@ -147,12 +147,25 @@ def test_an_upgrade_to_a_version_that_cannot_install_changes_nothing(client):
     assert client.requests > 20 and not client.failures, client.failures[:10]
 
 
+VENVS = "/home/mlflow/venvs"
+
+
+def virtualenvs():
+    """Each replica's virtualenvs directory: what current and previous point at, and every entry."""
+    found = {}
+    for name in ("default-mlflow", "default-mlflow2"):
+        replica = testinfra.get_host("ansible://%s?ansible_inventory=%s" % (name, INVENTORY))
+        found[name] = (replica.check_output("readlink %s/current", VENVS), replica.check_output("readlink %s/previous || true", VENVS),
+                       sorted(replica.check_output("ls -A %s", VENVS).split()))
+    return found
+
+
 def backups(host):
     return [b["id"] for b in json.loads(host.check_output("mlflow-stack-backup list").splitlines()[-1])["backups"]]
 
 
 def test_a_rolling_upgrade_that_clients_do_not_notice(host, client):
-    before = backups(host)
+    before, venvs_before = backups(host), virtualenvs()
     rc, out = upgrade(CURRENT)
     client.stop.set()
     client.join(timeout=90)
@@ -161,6 +174,12 @@ def test_a_rolling_upgrade_that_clients_do_not_notice(host, client):
     assert replica_versions() == {"default-mlflow": CURRENT, "default-mlflow2": CURRENT}
     # Each replica left the rotation for its restart and came back.
     assert out.count("TASK [Take this replica out of rotation on every nginx host]") == 2, out[-3000:]
+    # Built beside the running one: the previous virtualenv stays as `previous`, nothing else is kept
+    # (the failed install's half-built one was removed).
+    for name, (current, previous, entries) in virtualenvs().items():
+        old = venvs_before[name][0]
+        assert os.path.basename(current).startswith("mlflow-%s-" % CURRENT) and previous == old, (name, current, previous)
+        assert entries == sorted(["current", "previous", os.path.basename(old), os.path.basename(current)]), (name, entries)
     assert client.requests > 100, client.requests
     assert not client.failures, client.failures[:10]
     # The upgrade's first play took a backup, at the previous release's schema.

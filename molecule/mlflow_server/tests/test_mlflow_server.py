@@ -1,10 +1,9 @@
 """The mlflow_server role keeps its promises on a real host: MLflow runs as an ordinary user from a
 systemd user unit kept alive by linger, talks to PostgreSQL over verify-full and stores artifacts
 in MinIO, survives crashes and reboots, and refuses a wrong CA before touching the running server.
-The scenario converges on the previous release (N-1); the first tests upgrade it to N the way an
-operator would, each step in a virtualenv of its own: a version that cannot be installed changes
-nothing, the upgrade migrates the database (the database decides, not a file on the host) and keeps
-two virtualenvs, and a restored pre-upgrade dump is migrated by the next converge.
+The scenario converges on the role's release in a versioned virtualenv; upgrades from the previous
+release (a version that cannot install, the migration, the two virtualenvs kept, a restored
+pre-upgrade backup) are the default scenario's, through the upgrade playbook operators run.
 
 The client side is real: the controller's MLflow client, boto3 against the bucket, and more
 ansible-playbook runs for what the role must refuse or withstand: a wrong CA, a CA over plain http
@@ -41,7 +40,6 @@ HOME = f"/home/{USER}"
 VERSION = "3.17.2"
 VENVS = f"{HOME}/venvs"
 DB_CONTAINER = "mlflow_server-db"
-DUMP = "/var/tmp/mlflow-before-upgrade.dump"
 NETWORK = "mlflow_server-net"
 SCENARIO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOURNAL_UNITS = [("mlflow.service", USER)]
@@ -54,9 +52,6 @@ RESTART_BUDGET = float(os.environ.get("MLFLOW_STACK_RESTART_BUDGET", "60"))
 
 with open(os.path.join(SCENARIO_DIR, "vars", "scenario.yml")) as fh:
     SCENARIO = yaml.safe_load(fh)
-PREVIOUS = SCENARIO["scenario_mlflow_previous"]
-# What the upgrade tests hand on to each other.
-UPGRADE = {}
 
 
 def container_ip(name):
@@ -133,79 +128,15 @@ def head_revision():
     return _get_latest_schema_revision()
 
 
-def experiment_names(base_url):
-    response = requests.post(f"{base_url}/api/2.0/mlflow/experiments/search", json={"max_results": 1000}, timeout=10)
-    return {e["name"] for e in response.json().get("experiments", [])}
-
-
-def test_converged_on_the_previous_release_from_a_versioned_virtualenv(host, base_url):
-    assert requests.get(f"{base_url}/version", timeout=5).text.strip() == PREVIOUS
-    assert os.path.basename(link(host, "current")).startswith(f"mlflow-{PREVIOUS}-")
+def test_converged_from_a_versioned_virtualenv(host, base_url):
+    assert requests.get(f"{base_url}/version", timeout=5).text.strip() == VERSION
+    assert os.path.basename(link(host, "current")).startswith(f"mlflow-{VERSION}-")
     unit = host.file(f"{HOME}/.config/systemd/user/mlflow.service").content_string
     assert f"ExecStart={VENVS}/current/bin/mlflow server" in unit
     assert f"ExecStart={VENVS}/current/bin/python" in host.file(f"{HOME}/.config/systemd/user/mlflow-gc.service").content_string
     assert not host.file(f"{HOME}/.config/mlflow/schema.stamp").exists
-    # N-1's schema is older than N's: the upgrade below has something to migrate.
-    assert schema_revision() != head_revision()
-
-
-def test_an_unavailable_version_fails_naming_it_and_leaves_the_server_alone(host, base_url, tmp_path):
-    pid, current = main_pid(host), link(host, "current")
-    rc, out = converge(tmp_path, mlflow_server_version="3.17.9")
-    assert rc != 0
-    assert "No matching distribution found for mlflow==3.17.9" in out, out[-3000:]
-    assert "were left as they were and the half-built virtualenv was removed" in out, out[-3000:]
-    assert link(host, "current") == current
-    assert main_pid(host) == pid
-    assert requests.get(f"{base_url}/version", timeout=5).text.strip() == PREVIOUS
-    assert host.run("ls -d %s/mlflow-3.17.9-*", VENVS).rc != 0
-
-
-def test_upgrade_builds_beside_migrates_the_database_and_keeps_two_virtualenvs(host, base_url, tmp_path):
-    name = f"before-upgrade-{uuid.uuid4().hex[:8]}"
-    requests.post(f"{base_url}/api/2.0/mlflow/experiments/create", json={"name": name}, timeout=30).raise_for_status()
-    # The operator's pre-upgrade backup, restored by the next test.
-    subprocess.run(["docker", "exec", "-u", "postgres", DB_CONTAINER, "pg_dump", "-Fc", "-f", DUMP,
-                    SCENARIO["scenario_db_name"]], check=True)
-    before, old = schema_revision(), link(host, "current")
-    # A virtualenv an earlier upgrade left behind: only the current and the previous one stay.
-    host.run_expect([0], "su -s /bin/sh %s -c 'mkdir -p %s/mlflow-3.11.0-000000000000/bin'", USER, VENVS)
-
-    started = time.monotonic()
-    rc, out = converge(tmp_path)
-    print(f"upgrade converge {PREVIOUS} -> {VERSION}: {time.monotonic() - started:.0f} s")
-    assert rc == 0, out[-3000:]
-    assert f"Migrated the database from schema {before} to {head_revision()}" in out, out[-3000:]
+    # The database decides the migration: the first converge brought the new database to N's schema.
     assert schema_revision() == head_revision()
-    assert requests.get(f"{base_url}/version", timeout=5).text.strip() == VERSION
-    new = link(host, "current")
-    assert os.path.basename(new).startswith(f"mlflow-{VERSION}-")
-    assert link(host, "previous") == old
-    assert sorted(host.check_output("ls -A %s", VENVS).split()) == sorted(
-        ["current", "previous", os.path.basename(old), os.path.basename(new)])
-    assert name in experiment_names(base_url)
-    UPGRADE.update(before_name=name, before_revision=before)
-
-
-def test_a_restored_pre_upgrade_dump_is_migrated_by_the_next_converge(host, base_url, tmp_path):
-    """The decision follows the database: nothing on the host changed, yet the converge migrates."""
-    assert UPGRADE, "needs the upgrade test before it"
-    after_name = f"after-upgrade-{uuid.uuid4().hex[:8]}"
-    requests.post(f"{base_url}/api/2.0/mlflow/experiments/create", json={"name": after_name}, timeout=30).raise_for_status()
-    # Restored as into a fresh database, with the server stopped (playbooks/restore.yml stops it too).
-    user_systemctl(host, USER, "stop mlflow.service")
-    db = SCENARIO["scenario_db_name"]
-    for command in (["dropdb", "--force", db], ["createdb", "-O", SCENARIO["scenario_db_user"], db], ["pg_restore", "-d", db, DUMP]):
-        subprocess.run(["docker", "exec", "-u", "postgres", DB_CONTAINER] + command, check=True)
-    assert schema_revision() == UPGRADE["before_revision"]
-
-    rc, out = converge(tmp_path)
-    assert rc == 0, out[-3000:]
-    assert f"Migrated the database from schema {UPGRADE['before_revision']} to {head_revision()}" in out, out[-3000:]
-    assert schema_revision() == head_revision()
-    wait_until(lambda: serving(base_url), timeout=60, what="MLflow serving the restored database")
-    names = experiment_names(base_url)
-    assert UPGRADE["before_name"] in names and after_name not in names
 
 
 def test_a_new_virtualenv_failing_its_gate_is_switched_back(host, base_url, tmp_path):
@@ -387,9 +318,7 @@ def _other_ca_pem():
 
 
 def converge(tmp_path, **extra_vars):
-    """Run the scenario's converge.yml again with extra vars; returns (rc, output on one line).
-    The scenario's own converge installs N-1; once the upgrade tests ran, every converge is on N."""
-    extra_vars.setdefault("mlflow_server_version", VERSION)
+    """Run the scenario's converge.yml again with extra vars; returns (rc, output on one line)."""
     project = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.dirname(os.path.dirname(SCENARIO_DIR)))
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0")
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", os.path.join(project, ".collections"))
