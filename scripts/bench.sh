@@ -7,7 +7,7 @@
 # scripts/bench/loadgen.py there with the MLflow virtualenv's Python, stops the plain server and
 # prints the table. Traffic stays on that host's loopback.
 #
-#   make bench                 about 9 minutes: 6 operations x 8/32/64 clients x 3 targets, 4 s a cell, 2 rounds
+#   make bench                 about 9 minutes: 6 operations x 8/32/64 clients x 3 targets, 4 rounds of 2 s
 #   make bench QUICK=1         under a minute: 32 clients, 1 s a cell, one round, a 10 MB artifact
 #   BENCH_HOST=default-mlflow BENCH_INVENTORY=<dir> scripts/bench.sh   another stack (the default scenario)
 # Results: bench-results/bench-<time>.json (and the table on stdout).
@@ -22,7 +22,7 @@ plain_port=5001
 if [ "${QUICK:-0}" = 1 ]; then
   args=(--clients 32 --duration 1 --rounds 1 --artifact-mb 10 --artifact-reps 1)
 else
-  args=(--clients "${BENCH_CLIENTS:-8,32,64}" --duration "${BENCH_DURATION:-4}" --rounds "${BENCH_ROUNDS:-2}")
+  args=(--clients "${BENCH_CLIENTS:-8,32,64}" --duration "${BENCH_DURATION:-2}" --rounds "${BENCH_ROUNDS:-4}")
 fi
 
 die() { echo "bench: $*" >&2; exit 1; }

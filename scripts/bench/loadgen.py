@@ -7,11 +7,12 @@ that noise hits every target alike:
 - the same MLflow through nginx (TLS and basic auth, as clients use it);
 - the guides' plain `mlflow server` with default options, on the same database and bucket.
 
-Each cell is one operation at one number of concurrent clients for a fixed time. A client is a
-thread with its own keep-alive session that sends the operation in a loop; every request is timed
-and its outcome classified. Output: a table on stdout and everything in a JSON file.
+Each cell is one operation at one number of concurrent clients; the targets take turns in it, a
+few seconds each, for several rounds. A client is a thread with its own keep-alive session (kept
+from round to round) that sends the operation in a loop; every request is timed and its outcome
+classified. Output: a table on stdout and everything in a JSON file.
 
-Traffic goes only to the URLs given (loopback of the test host). Time is bounded: cells last
+Traffic goes only to the URLs given (loopback of the test host). Time is bounded: a round of a target lasts
 --duration seconds and every request times out after --timeout seconds.
 """
 
@@ -141,10 +142,14 @@ def _classify(exc_or_response):
     return "http_5xx" if status >= 500 else f"http_{status}"
 
 
-def run_cell(target, fixture, operation, clients, duration, timeout):
+def run_cell(target, fixture, operation, clients, duration, timeout, workers=None):
+    """One slice of a cell: `clients` threads send the operation for `duration` seconds. Given
+    `workers` (Clients of an earlier slice), their sessions and connections are used again."""
     latencies, errors, samples, lock = [], {}, {}, threading.Lock()
     start_gate = threading.Barrier(clients + 1)
-    workers = [Client(target, fixture, i, timeout) for i in range(clients)]
+    own = workers is None
+    if own:
+        workers = [Client(target, fixture, i, timeout) for i in range(clients)]
     deadline = [0.0]
 
     def work(client):
@@ -182,8 +187,9 @@ def run_cell(target, fixture, operation, clients, duration, timeout):
     for thread in threads:
         thread.join(duration + 2 * timeout + 5)
     wall = time.monotonic() - t0
-    for client in workers:
-        client.session.close()
+    if own:
+        for client in workers:
+            client.session.close()
     return _summary(target.name, operation, clients, wall, latencies, errors, samples)
 
 
@@ -423,9 +429,9 @@ def main():
     parser.add_argument("--bucket", default="mlflow")
     parser.add_argument("--operations", default=",".join(OPERATIONS))
     parser.add_argument("--clients", default="8,32,64")
-    parser.add_argument("--duration", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="passes over every cell; a cell's numbers pool its rounds, so a passing hiccup "
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds of one round of one target in a cell")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="turns of every target in a cell; a cell's numbers pool its rounds, so a passing hiccup "
                              "(a timer on the host, autovacuum) weighs on one round of one target only")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--artifact-mb", type=int, default=100)
@@ -448,17 +454,24 @@ def main():
     fixture = Fixture(direct, max(clients), args.timeout)
     for target in targets:  # warm every target (connections, caches, lazy imports) before measuring
         run_cell(target, fixture, "mixed", 4, min(1.0, args.duration / 2), args.timeout)
+    # A cell's rounds run back to back, the targets taking turns in a rotating order, each with its
+    # own clients whose connections stay open from round to round: the targets share the machine's
+    # moment-to-moment noise, and connection setup weighs on none of them more than once.
     rounds, index = {}, 0
-    for round_ in range(args.rounds):
-        for operation in operations:
-            for count in clients:
+    for operation in operations:
+        for count in clients:
+            pools = {target.name: [Client(target, fixture, i, args.timeout) for i in range(count)] for target in targets}
+            for round_ in range(args.rounds):
                 order = targets[index % 3:] + targets[:index % 3]
                 index += 1
                 for target in order:
-                    cell = run_cell(target, fixture, operation, count, args.duration, args.timeout)
+                    cell = run_cell(target, fixture, operation, count, args.duration, args.timeout, pools[target.name])
                     print(f"  [{round_ + 1}/{args.rounds}] {operation:<18} {count:>3} clients  {target.name:<20} "
                           f"{cell['req_s']:>7} req/s  p95 {cell['p95_ms']} ms  errors {_errors(cell)}", flush=True)
                     rounds.setdefault((operation, count, target.name), []).append(cell)
+            for workers in pools.values():
+                for client in workers:
+                    client.session.close()
     cells = [_pool(parts) for parts in rounds.values()]
 
     artifacts = None
