@@ -79,6 +79,7 @@ class Client:
         self.session = target.session()
         self.run_id = fixture.runs[index % len(fixture.runs)]
         self.step = 0
+        self.pending = None  # the requests of a training run that a round's deadline paused
 
     def request(self, method, path, body=None, params=None):
         response = self.session.request(method, self.target.url + API + path, json=body, params=params,
@@ -156,12 +157,16 @@ def run_cell(target, fixture, operation, clients, duration, timeout, workers=Non
         mine, my_errors = [], {}
         start_gate.wait()
         while time.monotonic() < deadline[0]:
-            calls = client.calls(operation)
-            while True:
+            # A training run pauses at the deadline and goes on in the client's next round, so a
+            # round overruns by one request at most and every round sends the same mix.
+            calls = client.pending or client.calls(operation)
+            client.pending = calls
+            while time.monotonic() < deadline[0]:
                 t0 = time.monotonic()
                 try:
                     outcome = next(calls)
                 except StopIteration:
+                    client.pending = None
                     break
                 except Exception as exc:  # noqa: BLE001 -- every failure is counted by its kind
                     outcome = exc
@@ -172,6 +177,7 @@ def run_cell(target, fixture, operation, clients, duration, timeout, workers=Non
                     my_errors[kind] = my_errors.get(kind, 0) + 1
                     samples.setdefault(kind, str(getattr(outcome, "text", outcome))[:300])
                     if isinstance(outcome, Exception):
+                        client.pending = None
                         break
         with lock:
             latencies.extend(mine)
