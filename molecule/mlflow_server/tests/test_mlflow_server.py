@@ -37,7 +37,6 @@ testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
 
 USER = "mlflow"
 HOME = f"/home/{USER}"
-VERSION = "3.17.2"
 VENVS = f"{HOME}/venvs"
 DB_CONTAINER = "mlflow_server-db"
 NETWORK = "mlflow_server-net"
@@ -52,6 +51,9 @@ RESTART_BUDGET = float(os.environ.get("MLFLOW_STACK_RESTART_BUDGET", "60"))
 
 with open(os.path.join(SCENARIO_DIR, "vars", "scenario.yml")) as fh:
     SCENARIO = yaml.safe_load(fh)
+# The role's release, which the scenario converges on.
+with open(os.path.join(SCENARIO_DIR, "..", "..", "roles", "mlflow_server", "defaults", "main.yml")) as fh:
+    VERSION = yaml.safe_load(fh)["mlflow_server_version"]
 
 
 def container_ip(name):

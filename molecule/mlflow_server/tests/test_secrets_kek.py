@@ -29,9 +29,6 @@ USER = "mlflow"
 ENV_FILE = f"/home/{USER}/.config/mlflow/mlflow.env"
 NETWORK = "mlflow_server-net"
 SCENARIO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The role's version, which the scenario converged on.
-with open(os.path.join(SCENARIO_DIR, "..", "..", "roles", "mlflow_server", "defaults", "main.yml")) as _defaults:
-    VERSION = yaml.safe_load(_defaults)["mlflow_server_version"]
 JOURNAL_UNITS = [("mlflow.service", USER)]
 
 with open(os.path.join(SCENARIO_DIR, "vars", "scenario.yml")) as fh:
@@ -118,7 +115,6 @@ def unwraps(wrapped, passphrase, version):
 
 
 def converge(tmp_path, *args, **extra_vars):
-    extra_vars.setdefault("mlflow_server_version", VERSION)
     project = os.environ.get("MOLECULE_PROJECT_DIRECTORY", os.path.dirname(os.path.dirname(SCENARIO_DIR)))
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0")
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", os.path.join(project, ".collections"))
